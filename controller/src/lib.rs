@@ -1,0 +1,2 @@
+//! Foresight: a Kubernetes autoscaler.
+pub mod api;
