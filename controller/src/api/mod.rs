@@ -1,1 +1,14 @@
-//! The ScalingPolicy API.
+//! The `ScalingPolicy` API (`autoscaling.foresight.dev/v1alpha1`): the CRD types, and their conversion into
+//! the engine's validated, defaulted form.
+
+pub mod convert;
+pub mod duration;
+pub mod spec;
+pub mod status;
+
+pub use duration::Duration;
+pub use spec::*;
+pub use status::*;
+
+/// The annotation that stops Foresight from patching a target while it keeps evaluating and reporting.
+pub const PAUSED_ANNOTATION: &str = "autoscaling.foresight.dev/paused";

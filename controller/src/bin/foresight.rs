@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    foresight::cli::main(foresight::cli::Cli::parse())
+}

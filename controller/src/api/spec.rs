@@ -1,0 +1,509 @@
+//! The `ScalingPolicy` spec: what to scale, on which signals, how fast.
+//!
+//! Every field's doc comment is what `kubectl explain scalingpolicy.spec...` prints, so it is written for the
+//! person applying a policy, not for Rust readers. Cross-field rules are CEL `x-kubernetes-validations`, so a
+//! bad policy is rejected by the API server at `kubectl apply` with a message naming the field; what CEL cannot
+//! check is checked when the policy is converted for the engine and reported in the `Ready` condition.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{duration::Duration, status::ScalingPolicyStatus};
+
+/// What to scale, on which signals, and how fast.
+// kube's printcolumn attributes repeat `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "autoscaling.foresight.dev",
+    version = "v1alpha1",
+    kind = "ScalingPolicy",
+    plural = "scalingpolicies",
+    doc = "A ScalingPolicy scales one workload on Prometheus metrics (threshold rules, HPA-style target tracking and regression forecasts), with cooldowns, stabilization and rate limits, and records every decision in its status.",
+    shortname = "sp",
+    namespaced,
+    cel,
+    status = "ScalingPolicyStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minReplicas"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxReplicas"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.currentReplicas"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas"),
+    printcolumn(name = "Last Scale", type_ = "date", json_path = ".status.lastScaleTime"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas").field_path(".minReplicas"),
+    validation = Rule::new("self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))").message("metric names must be unique").field_path(".metrics"),
+    validation = Rule::new("(has(self.policies.threshold) && size(self.policies.threshold) > 0) || (has(self.policies.target) && size(self.policies.target) > 0) || has(self.policies.predictive)").message("at least one policy (threshold, target or predictive) is required").field_path(".policies"),
+    validation = Rule::new("!has(self.policies.threshold) || self.policies.threshold.all(p, self.metrics.exists(m, m.name == p.metric))").message("every threshold policy must name a metric defined in spec.metrics").field_path(".policies.threshold"),
+    validation = Rule::new("!has(self.policies.target) || self.policies.target.all(p, self.metrics.exists(m, m.name == p.metric))").message("every target policy must name a metric defined in spec.metrics").field_path(".policies.target"),
+    validation = Rule::new("!has(self.policies.predictive) || self.metrics.exists(m, m.name == self.policies.predictive.metric)").message("the predictive policy must name a metric defined in spec.metrics").field_path(".policies.predictive.metric"),
+    validation = Rule::new("!has(self.fallback) || !has(self.fallback.replicas) || self.fallback.replicas <= self.maxReplicas").message("fallback.replicas must not be greater than maxReplicas").field_path(".fallback.replicas")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicySpec {
+    /// The workload to scale: anything with a /scale subresource (Deployment, StatefulSet, ReplicaSet, or a
+    /// custom resource). It must live in the policy's namespace.
+    pub target_ref: TargetRef,
+
+    /// The fewest replicas Foresight will set. Default 1. Foresight never scales a workload that someone set
+    /// to 0 replicas (like the HPA, it treats 0 as "autoscaling disabled").
+    #[serde(default = "default_min_replicas", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_replicas: Option<i32>,
+
+    /// The most replicas Foresight will set. Required, at least 1.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+
+    /// How often the policy is evaluated. Default 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+
+    /// Decide, record in status and emit events, but never change the workload's replicas. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+
+    /// How many scaling events status.history keeps (newest first). Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: Option<i32>,
+
+    /// Where to query metrics, overriding the controller's default Prometheus (its --prometheus-address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+
+    /// The signals to watch. Each has a unique name that policies refer to, and exactly one source.
+    #[schemars(length(min = 1, max = 20))]
+    pub metrics: Vec<Metric>,
+
+    /// The rules that propose replica counts. Scale up if any rule asks (the largest proposal wins); scale down
+    /// only if every rule agrees (the largest of their proposals wins).
+    pub policies: Policies,
+
+    /// How fast to scale in each direction: cooldowns, stabilization windows and rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<Behavior>,
+
+    /// What to do when no metric can be read for several evaluations in a row. Without it, replicas are held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+fn default_min_replicas() -> Option<i32> {
+    Some(1)
+}
+
+/// A reference to the scaled workload.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// API version of the workload. Default apps/v1.
+    #[serde(default = "default_target_api_version")]
+    pub api_version: String,
+    /// Kind of the workload. Default Deployment.
+    #[serde(default = "default_target_kind")]
+    pub kind: String,
+    /// Name of the workload, in the policy's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn default_target_api_version() -> String {
+    "apps/v1".into()
+}
+
+fn default_target_kind() -> String {
+    "Deployment".into()
+}
+
+/// Connection settings for a Prometheus-compatible query API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("address must start with http:// or https://"))]
+    pub address: String,
+    /// Timeout of each query. Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Credentials, read from Secrets in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+    /// Extra HTTP headers sent with every query (e.g. X-Scope-OrgID for Cortex, Mimir or Thanos tenants).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A PEM CA bundle to trust for an https address, read from a Secret key in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretKeyRef>,
+}
+
+/// Prometheus credentials. Set exactly one of bearerToken or basic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.bearerToken) != has(self.basic)").message("set exactly one of bearerToken or basic"))]
+pub struct PrometheusAuth {
+    /// A bearer token, sent as "Authorization: Bearer <token>".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKeyRef>,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+}
+
+/// HTTP basic authentication, both parts read from Secrets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: SecretKeyRef,
+    /// The password.
+    pub password: SecretKeyRef,
+}
+
+/// A key of a Secret in the policy's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// One signal, read from Prometheus. Set `name` and exactly one source: cpu, memory, latency, errorRate,
+/// requestRate or query.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.cpu) ? 1 : 0) + (has(self.memory) ? 1 : 0) + (has(self.latency) ? 1 : 0) + (has(self.errorRate) ? 1 : 0) + (has(self.requestRate) ? 1 : 0) + (has(self.query) ? 1 : 0) == 1").message("each metric needs exactly one source: cpu, memory, latency, errorRate, requestRate or query"))]
+pub struct Metric {
+    /// The metric's name, used by policies and shown in status, events and logs (lowercase letters, digits, -).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Average CPU utilization of the target's pods, in percent of their CPU requests (cAdvisor usage over
+    /// kube-state-metrics requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<ResourceMetric>,
+    /// Average memory working set of the target's pods, in percent of their memory requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ResourceMetric>,
+    /// A latency quantile in seconds, from a Prometheus histogram the workload exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyMetric>,
+    /// The fraction (0 to 1) of requests that failed with a 5xx code, from a request counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<CounterMetric>,
+    /// Requests per second over all pods of the target, from a request counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<CounterMetric>,
+    /// Any PromQL expression that returns a single series (aggregate with sum, avg or max).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryMetric>,
+    /// Block every scale-down while this metric is above a bound, whatever the other policies say. Meant for
+    /// SLO guards such as error rate or latency, which are not proportional signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veto_scale_down: Option<Veto>,
+}
+
+/// Settings shared by the cpu and memory sources.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceMetric {
+    /// Only count this container of each pod. Default: all containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The rate window for CPU usage. Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {container_matcher},
+    /// {window}; values are escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_override: Option<String>,
+}
+
+/// A latency quantile from a Prometheus histogram.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.quantile > 0.0 && self.quantile < 1.0").message("quantile must be between 0 and 1 (exclusive), e.g. 0.99").field_path(".quantile"))]
+pub struct LatencyMetric {
+    /// The quantile, between 0 and 1 exclusive, e.g. 0.99 for p99.
+    pub quantile: f64,
+    /// The histogram's base name (without _bucket). Default http_request_duration_seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<String>,
+    /// The rate window. Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {histogram}, {quantile},
+    /// {window}; values are escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_override: Option<String>,
+}
+
+/// A request counter with a status-code label.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterMetric {
+    /// The counter's name. Default http_requests_total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
+    /// The label holding the HTTP status code. Default code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_label: Option<String>,
+    /// The rate window. Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {counter}, {code_label},
+    /// {window}; values are escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_override: Option<String>,
+}
+
+/// Any PromQL expression returning one series.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryMetric {
+    /// The PromQL expression. It may use the placeholders {namespace} and {pod_regex}; their values are escaped.
+    #[schemars(length(min = 1))]
+    pub promql: String,
+}
+
+/// Block scale-down while the metric is above this bound.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Veto {
+    /// The bound, in the metric's unit (a fraction for errorRate: 0.01 is 1 %).
+    pub above: f64,
+}
+
+/// The policies that propose replica counts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Policies {
+    /// Step scaling: up when a metric stays above a bound for a while, down when it stays below another.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub threshold: Vec<ThresholdPolicy>,
+    /// HPA-style target tracking: desired = ceil(current replicas x value / target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub target: Vec<TargetPolicy>,
+    /// Regression forecast of offered load, scaling ahead of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictive: Option<PredictivePolicy>,
+}
+
+/// Scale by a step when a metric stays beyond a bound for a duration. Separate up and down bounds give
+/// hysteresis; the duration is judged from Prometheus samples, so a short spike never triggers it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.scaleUpAbove) || has(self.scaleDownBelow)").message("set scaleUpAbove, scaleDownBelow or both"),
+    validation = Rule::new("!has(self.scaleUpAbove) || !has(self.scaleDownBelow) || self.scaleUpAbove > self.scaleDownBelow").message("scaleUpAbove must be greater than scaleDownBelow").field_path(".scaleUpAbove")
+)]
+pub struct ThresholdPolicy {
+    /// The metric (a name from spec.metrics).
+    #[schemars(length(min = 1, max = 63))]
+    pub metric: String,
+    /// Scale up when every sample of the last scaleUpFor is above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_above: Option<f64>,
+    /// How long the metric must stay above scaleUpAbove. Default 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_for: Option<Duration>,
+    /// How many replicas to add. Default 1 pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_step: Option<Step>,
+    /// Scale down when every sample of the last scaleDownFor is below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_below: Option<f64>,
+    /// How long the metric must stay below scaleDownBelow. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_for: Option<Duration>,
+    /// How many replicas to remove. Default 1 pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_step: Option<Step>,
+}
+
+/// A step size: a number of pods, or a percentage of the current replicas (rounded up, at least one pod).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Pods or Percent.
+    #[serde(rename = "type")]
+    pub type_: StepType,
+    /// The number of pods, or the percentage.
+    #[schemars(range(min = 1))]
+    pub value: i32,
+}
+
+/// The unit of a step or rate limit.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StepType {
+    Pods,
+    Percent,
+}
+
+/// Track a target value of a metric, like the HPA.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.value > 0.0").message("target value must be greater than 0").field_path(".value"))]
+pub struct TargetPolicy {
+    /// The metric (a name from spec.metrics).
+    #[schemars(length(min = 1, max = 63))]
+    pub metric: String,
+    /// The target value, in the metric's unit (e.g. 60 for 60 % CPU).
+    pub value: f64,
+    /// Value (default): the metric is a per-pod average or a ratio, desired = ceil(current x metric / value).
+    /// AverageValue: the metric is a total over all pods (e.g. requests/s), desired = ceil(metric / value).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub type_: Option<TargetType>,
+    /// No change while metric / value is within 1 +/- tolerance. Default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 0.99))]
+    pub tolerance: Option<f64>,
+}
+
+/// How a target value relates to replicas.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TargetType {
+    #[default]
+    Value,
+    AverageValue,
+}
+
+/// Forecast offered load with linear regression over Prometheus history and provision for it ahead of time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.capacityPerReplica > 0.0").message("capacityPerReplica must be greater than 0").field_path(".capacityPerReplica"))]
+pub struct PredictivePolicy {
+    /// The metric that measures offered load (a name from spec.metrics; usually a requestRate).
+    #[schemars(length(min = 1, max = 63))]
+    pub metric: String,
+    /// How much of that metric one replica serves at the utilization you want, e.g. 100 (requests/s).
+    /// Required replicas = ceil(forecast / capacityPerReplica).
+    pub capacity_per_replica: f64,
+    /// How far ahead to forecast; replicas are provisioned for the highest forecast in [now, now + lookahead].
+    /// Cover your pods' start-up time. Default 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<Duration>,
+    /// How much history to fit on. Default 7d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Duration>,
+    /// Resolution of the history query, and how often the model is refitted. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Duration>,
+    /// Seasonal terms of the model: None, Daily, Weekly or DailyWeekly. Default: DailyWeekly when history
+    /// covers at least 14 days, else Daily.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasonality: Option<Seasonality>,
+    /// Abstain (let the reactive policies decide alone) with fewer usable samples than this. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3))]
+    pub min_samples: Option<i32>,
+    /// Abstain when the forecast's error on the most recent held-out history is above this fraction
+    /// (0.3 = 30 %). Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_error: Option<f64>,
+    /// Scale (default): act on the forecast. Shadow: compute, record and export the forecast and its error,
+    /// but never act on it, to watch a forecast prove itself first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PredictiveMode>,
+}
+
+/// Seasonal terms of the forecast model.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Seasonality {
+    None,
+    Daily,
+    Weekly,
+    DailyWeekly,
+}
+
+/// Whether the forecast acts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PredictiveMode {
+    #[default]
+    Scale,
+    Shadow,
+}
+
+/// How fast to scale in each direction.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Behavior {
+    /// Scale-up behaviour. Defaults: cooldown 0s, stabilizationWindow 0s, at most max(100 %, 4 pods) per 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    /// Scale-down behaviour. Defaults: cooldown 5m, stabilizationWindow 300s, at most 100 % per 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+}
+
+/// Cooldown, stabilization and rate limits for one direction, with the HPA v2 semantics for the last two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRules {
+    /// Minimum time after the last change of replicas (in either direction) before this direction may act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+    /// Use the lowest (scale-up) or highest (scale-down) recommendation of this past window, as the HPA does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window: Option<Duration>,
+    /// Rate limits. Each allows a change of value pods or percent per periodSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub policies: Option<Vec<RatePolicy>>,
+    /// Which rate limit applies: Max (the one allowing the largest change, default), Min (the smallest), or
+    /// Disabled (never scale in this direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_policy: Option<SelectPolicy>,
+}
+
+/// One rate limit, as in the HPA's HPAScalingPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RatePolicy {
+    /// Pods or Percent.
+    #[serde(rename = "type")]
+    pub type_: StepType,
+    /// The change allowed per period, greater than 0.
+    #[schemars(range(min = 1))]
+    pub value: i32,
+    /// The period, 1 to 1800 seconds.
+    #[schemars(range(min = 1, max = 1800))]
+    pub period_seconds: i32,
+}
+
+/// Which rate limit applies when several are given.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SelectPolicy {
+    Max,
+    Min,
+    Disabled,
+}
+
+/// Behaviour when metrics are unavailable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fallback {
+    /// Consecutive evaluations with no usable metric before the fallback applies. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: Option<i32>,
+    /// Scale to at least this many replicas. It is a floor: a higher replica count is kept. Without it,
+    /// replicas are held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replicas: Option<i32>,
+}

@@ -1,0 +1,263 @@
+//! The decision engine: a pure function from a snapshot of the world to a recommendation with its reasons.
+//!
+//! ```text
+//!  samples, history, now ──► readings ──► proposals (threshold, target, predictive)
+//!                                              │ any up: largest │ all down: largest │ else hold
+//!                                              ▼
+//!                       stabilization ──► cooldown ──► rate limits ──► [min, max] ──► Recommendation
+//! ```
+//!
+//! Nothing here touches kube, tokio or the network, and the clock is an input, so every rule is tested in
+//! milliseconds and the backtest replays months of load through exactly the code the controller runs.
+
+pub mod behavior;
+pub mod format;
+pub mod policy;
+pub mod predictive;
+pub mod readings;
+pub mod recommendation;
+pub mod snapshot;
+pub mod target;
+pub mod threshold;
+
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use policy::Policy;
+pub use recommendation::{Decision, Direction, LimitedBy, Missing, PolicyId, Proposal, Reading, Recommendation};
+pub use snapshot::{Forecast, RecommendationRecord, Sample, ScaleEvent, Series, Snapshot};
+
+/// Decides the replicas for one evaluation. See the module documentation for the order of the steps.
+pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
+    let now = snap.now;
+    let current = snap.current_replicas;
+
+    let readings: Vec<Reading> = policy
+        .metrics
+        .iter()
+        .map(|m| Reading {
+            metric: m.name.clone(),
+            value: readings::latest(snap.metrics.get(&m.name), now, policy.staleness),
+        })
+        .collect();
+    let reading_of =
+        |name: &str| readings.iter().find(|r| r.metric == name).map(|r| r.value.clone()).unwrap_or(Err(Missing::Empty));
+    let last_up = snap.history.iter().filter(|e| e.to > e.from).map(|e| e.time).max();
+    let last_down = snap.history.iter().filter(|e| e.to < e.from).map(|e| e.time).max();
+
+    let mut proposals = Vec::new();
+    for rule in &policy.thresholds {
+        let Some(metric) = policy.metric(&rule.metric) else { continue };
+        let samples = readings::samples(snap.metrics.get(&rule.metric));
+        let evidence = threshold::Evidence { samples, now, last_up, last_down };
+        proposals.push(threshold::propose(rule, metric, &reading_of(&rule.metric), evidence, current));
+    }
+    for rule in &policy.targets {
+        let Some(metric) = policy.metric(&rule.metric) else { continue };
+        proposals.push(target::propose(rule, metric, &reading_of(&rule.metric), current));
+    }
+    if let Some(rule) = &policy.predictive
+        && let Some(metric) = policy.metric(&rule.metric)
+    {
+        proposals.push(predictive::propose(rule, metric, snap.forecast));
+    }
+
+    let missing: Vec<String> = readings.iter().filter(|r| r.value.is_err()).map(|r| r.metric.clone()).collect();
+    let any_usable = readings.iter().any(|r| r.value.is_ok());
+    let consecutive_failures = if any_usable { 0 } else { snap.consecutive_failures.saturating_add(1) };
+
+    let mut out = Recommendation {
+        current,
+        desired: current,
+        decision: Decision::Hold,
+        readings,
+        proposals,
+        winner: None,
+        limited_by: Vec::new(),
+        reason: String::new(),
+        recommendations: snap.recommendations.to_vec(),
+        consecutive_failures,
+        fallback_active: false,
+    };
+
+    // Like the HPA: a target someone scaled to zero is left alone unless the policy allows zero.
+    if current == 0 && policy.min_replicas > 0 {
+        out.limited_by.push(LimitedBy::ScalingDisabled);
+        out.reason = LimitedBy::ScalingDisabled.to_string();
+        return out;
+    }
+
+    if !any_usable {
+        decide_without_metrics(policy, &mut out, &missing);
+        return out;
+    }
+
+    // Any up: the largest proposal. All down: the largest proposal. Otherwise hold.
+    let votes: Vec<(&PolicyId, u32, &str)> = out
+        .proposals
+        .iter()
+        .filter(|p| !p.shadow)
+        .filter_map(|p| p.replicas.map(|r| (&p.policy, r, p.reason.as_str())))
+        .collect();
+    // The first of equal maxima wins, so the winner follows spec order.
+    let top = votes.iter().fold(None::<&(&PolicyId, u32, &str)>, |best, v| match best {
+        Some(b) if b.1 >= v.1 => Some(b),
+        _ => Some(v),
+    });
+    let mut asked = Decision::Hold;
+    let mut raw = current;
+    let mut winner = None;
+    let mut asked_reason = String::new();
+    if let Some(&(id, replicas, reason)) = top {
+        if replicas > current {
+            asked = Decision::ScaleUp;
+            raw = replicas;
+            winner = Some(id.clone());
+            asked_reason = reason.to_string();
+        } else if votes.iter().all(|v| v.1 < current) {
+            let vetoed = policy.metrics.iter().find(|m| {
+                m.veto_above.is_some_and(|bound| {
+                    out.readings.iter().any(|r| r.metric == m.name && r.value.as_ref().is_ok_and(|v| *v > bound))
+                })
+            });
+            asked_reason = votes.iter().map(|v| v.2).collect::<Vec<_>>().join("; ");
+            if !missing.is_empty() {
+                out.limited_by.push(LimitedBy::MissingMetrics { metrics: missing.clone() });
+            } else if let Some(m) = vetoed {
+                out.limited_by.push(LimitedBy::Vetoed { metric: m.name.clone() });
+            } else {
+                asked = Decision::ScaleDown;
+                raw = replicas;
+                winner = Some(id.clone());
+            }
+        }
+    }
+
+    // Stabilization over this and past recommendations.
+    let keep = policy.up.stabilization.max(policy.down.stabilization);
+    out.recommendations = behavior::record(snap.recommendations, now, raw, keep);
+    let mut desired = behavior::stabilize(
+        current,
+        raw,
+        &out.recommendations,
+        now,
+        policy.up.stabilization,
+        policy.down.stabilization,
+    );
+    if desired != raw {
+        let (direction, window) = if raw > current {
+            (Direction::Up, policy.up.stabilization)
+        } else {
+            (Direction::Down, policy.down.stabilization)
+        };
+        out.limited_by.push(LimitedBy::Stabilized { direction, window });
+    }
+
+    // Cooldowns after the last change of replicas.
+    for (direction, rules, wants) in
+        [(Direction::Up, &policy.up, desired > current), (Direction::Down, &policy.down, desired < current)]
+    {
+        if wants
+            && let Some(until) = behavior::cooldown_until(snap.history, rules.cooldown)
+            && now < until
+        {
+            desired = current;
+            out.limited_by.push(LimitedBy::Cooldown { direction, until });
+        }
+    }
+
+    // Rate limits, and the [min, max] range within them (HPA's convertDesiredReplicasWithBehaviorRate).
+    if desired > current {
+        let limit = behavior::scale_up_limit(current, snap.history, now, &policy.up);
+        let max_allowed = limit.min(policy.max_replicas);
+        if desired > max_allowed {
+            desired = max_allowed;
+            out.limited_by.push(if policy.up.select == policy::Select::Disabled {
+                LimitedBy::Disabled { direction: Direction::Up }
+            } else if limit < policy.max_replicas {
+                LimitedBy::RateLimit { direction: Direction::Up, limit }
+            } else {
+                LimitedBy::MaxReplicas
+            });
+        }
+    } else if desired < current {
+        let limit = behavior::scale_down_limit(current, snap.history, now, &policy.down);
+        let min_allowed = limit.max(policy.min_replicas);
+        if desired < min_allowed {
+            desired = min_allowed;
+            out.limited_by.push(if policy.down.select == policy::Select::Disabled {
+                LimitedBy::Disabled { direction: Direction::Down }
+            } else if limit > policy.min_replicas {
+                LimitedBy::RateLimit { direction: Direction::Down, limit }
+            } else {
+                LimitedBy::MinReplicas
+            });
+        }
+    }
+    clamp_to_range(policy, &mut desired, &mut out.limited_by);
+
+    out.desired = desired;
+    out.decision = decision(current, desired);
+    out.winner = if out.decision == asked { winner } else { None };
+    out.reason = explain(&out, asked, &asked_reason);
+    out
+}
+
+/// No metric could be read: hold (never scale down on missing data), or apply the fallback floor once the
+/// failures reach its threshold.
+fn decide_without_metrics(policy: &Policy, out: &mut Recommendation, missing: &[String]) {
+    let current = out.current;
+    let mut desired = current;
+    out.limited_by.push(LimitedBy::MissingMetrics { metrics: missing.to_vec() });
+    let mut reason = format!("no metric could be read ({}); holding {current} replicas", missing.join(", "));
+    if out.consecutive_failures >= policy.fallback.failure_threshold
+        && let Some(floor) = policy.fallback.replicas
+    {
+        out.fallback_active = true;
+        if floor > current {
+            desired = floor;
+            out.winner = Some(PolicyId::Fallback);
+        }
+        reason =
+            format!("no metric for {} evaluations; fallback to at least {floor} replicas", out.consecutive_failures);
+    }
+    clamp_to_range(policy, &mut desired, &mut out.limited_by);
+    out.desired = desired;
+    out.decision = decision(current, desired);
+    out.reason = reason;
+}
+
+fn clamp_to_range(policy: &Policy, desired: &mut u32, limited_by: &mut Vec<LimitedBy>) {
+    if *desired > policy.max_replicas {
+        *desired = policy.max_replicas;
+        limited_by.push(LimitedBy::MaxReplicas);
+    }
+    if *desired < policy.min_replicas {
+        *desired = policy.min_replicas;
+        limited_by.push(LimitedBy::MinReplicas);
+    }
+}
+
+fn decision(current: u32, desired: u32) -> Decision {
+    match desired.cmp(&current) {
+        std::cmp::Ordering::Greater => Decision::ScaleUp,
+        std::cmp::Ordering::Less => Decision::ScaleDown,
+        std::cmp::Ordering::Equal => Decision::Hold,
+    }
+}
+
+/// The decision in one sentence: what was asked, and what limited it.
+fn explain(out: &Recommendation, asked: Decision, asked_reason: &str) -> String {
+    let limits = out.limited_by.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let base = match asked {
+        Decision::ScaleUp | Decision::ScaleDown => asked_reason.to_string(),
+        Decision::Hold if asked_reason.is_empty() => {
+            let why: Vec<&str> = out.proposals.iter().filter(|p| !p.shadow).map(|p| p.reason.as_str()).collect();
+            if why.is_empty() { "no policy has an opinion".to_string() } else { why.join("; ") }
+        }
+        Decision::Hold => asked_reason.to_string(),
+    };
+    if limits.is_empty() { base } else { format!("{base} ({limits})") }
+}

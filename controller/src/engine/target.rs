@@ -1,0 +1,132 @@
+//! Target tracking, as the HPA does it: `desired = ceil(current x value / target)`, nothing inside the
+//! tolerance band.
+
+use super::{
+    format,
+    policy::{MetricSpec, TargetKind, TargetRule},
+    recommendation::{Missing, PolicyId, Proposal},
+};
+
+/// What a target rule proposes.
+pub fn propose(rule: &TargetRule, metric: &MetricSpec, reading: &Result<f64, Missing>, current: u32) -> Proposal {
+    let policy = PolicyId::Target(rule.metric.clone());
+    let name = &rule.metric;
+    let value = match reading {
+        Ok(v) => *v,
+        Err(missing) => return Proposal { policy, replicas: None, reason: format!("{name} {missing}"), shadow: false },
+    };
+    let fmt = |v: f64| format::value(metric.kind, v);
+    let (replicas, reason) = match rule.kind {
+        TargetKind::Value => {
+            let ratio = value / rule.target;
+            if within_tolerance(ratio, rule.tolerance) {
+                (
+                    current,
+                    format!("{name} {} within {}% of target {}", fmt(value), pct(rule.tolerance), fmt(rule.target)),
+                )
+            } else {
+                let desired = ceil_replicas(f64::from(current) * ratio);
+                (desired, format!("{name} {} vs target {}: {current} -> {desired}", fmt(value), fmt(rule.target)))
+            }
+        }
+        TargetKind::AverageValue => {
+            let desired = ceil_replicas(value / rule.target);
+            let ratio = if current == 0 { f64::INFINITY } else { value / (rule.target * f64::from(current)) };
+            if current > 0 && within_tolerance(ratio, rule.tolerance) {
+                (
+                    current,
+                    format!(
+                        "{name} {} within {}% of {} per replica",
+                        fmt(value),
+                        pct(rule.tolerance),
+                        fmt(rule.target)
+                    ),
+                )
+            } else {
+                (desired, format!("{name} {} at {} per replica needs {desired}", fmt(value), fmt(rule.target)))
+            }
+        }
+    };
+    Proposal { policy, replicas: Some(replicas), reason, shadow: false }
+}
+
+/// The HPA's tolerance band: |ratio - 1| <= tolerance means "close enough, change nothing".
+pub fn within_tolerance(ratio: f64, tolerance: f64) -> bool {
+    (ratio - 1.0).abs() <= tolerance
+}
+
+/// Replicas for a fractional need, rounded up; huge or invalid values saturate instead of wrapping.
+pub fn ceil_replicas(x: f64) -> u32 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else if x >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // Guard against 3.0000000001 from float noise turning into 4.
+        let rounded = x.round();
+        if (x - rounded).abs() < 1e-9 { rounded as u32 } else { x.ceil() as u32 }
+    }
+}
+
+fn pct(f: f64) -> String {
+    format!("{}", (f * 100.0).round())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{policy::MetricKind, testing::target_rule};
+
+    fn cpu() -> MetricSpec {
+        MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None }
+    }
+
+    #[test]
+    fn proportional_like_the_hpa() {
+        // HPA docs: current 200m, target 100m -> double the replicas.
+        let rule = target_rule("cpu", 50.0);
+        let p = propose(&rule, &cpu(), &Ok(100.0), 3);
+        assert_eq!(p.replicas, Some(6));
+        assert_eq!(p.reason, "cpu 100% vs target 50%: 3 -> 6");
+        // 50 % of target: halve (rounded up).
+        assert_eq!(propose(&rule, &cpu(), &Ok(25.0), 5).replicas, Some(3));
+    }
+
+    #[test]
+    fn nothing_changes_inside_the_tolerance_band() {
+        // HPA docs: with the default 0.1 tolerance a ratio of 1.05 changes nothing, 1.15 does.
+        let rule = target_rule("cpu", 100.0);
+        assert_eq!(propose(&rule, &cpu(), &Ok(105.0), 10).replicas, Some(10));
+        assert_eq!(propose(&rule, &cpu(), &Ok(91.0), 10).replicas, Some(10));
+        assert_eq!(propose(&rule, &cpu(), &Ok(115.0), 10).replicas, Some(12));
+        assert_eq!(propose(&rule, &cpu(), &Ok(85.0), 10).replicas, Some(9));
+    }
+
+    #[test]
+    fn average_value_divides_the_total() {
+        let mut rule = target_rule("rps", 100.0);
+        rule.kind = TargetKind::AverageValue;
+        let rps = MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None };
+        assert_eq!(propose(&rule, &rps, &Ok(1234.0), 4).replicas, Some(13));
+        assert_eq!(propose(&rule, &rps, &Ok(400.0), 4).replicas, Some(4));
+        // From zero replicas a total still gives an answer (scale from zero with minReplicas 0).
+        assert_eq!(propose(&rule, &rps, &Ok(250.0), 0).replicas, Some(3));
+    }
+
+    #[test]
+    fn missing_metric_abstains() {
+        let p = propose(&target_rule("cpu", 60.0), &cpu(), &Err(Missing::NotANumber), 4);
+        assert_eq!(p.replicas, None);
+        assert!(p.reason.contains("NaN"), "{}", p.reason);
+    }
+
+    #[test]
+    fn ceil_is_exact_on_whole_numbers_and_safe_on_garbage() {
+        assert_eq!(ceil_replicas(3.0), 3);
+        assert_eq!(ceil_replicas(3.0000000001), 3);
+        assert_eq!(ceil_replicas(3.01), 4);
+        assert_eq!(ceil_replicas(f64::NAN), 0);
+        assert_eq!(ceil_replicas(-2.0), 0);
+        assert_eq!(ceil_replicas(1e30), u32::MAX);
+    }
+}
