@@ -1,0 +1,282 @@
+//! Where metric values come from.
+//!
+//! The engine never talks to Prometheus directly: it asks a [`MetricsSource`] for one series and gets plain
+//! [`Sample`]s back. Two implementations live here, plus the plumbing that keeps a flaky Prometheus from
+//! stalling every policy:
+//!
+//! ```text
+//!   policies ──► SourcePool::get_or_create(cfg) ──► BreakerSource (one breaker per address)
+//!                                                        │  fails fast with CircuitOpen while open
+//!                                                        ▼
+//!                                                  PrometheusSource (one reqwest client per config)
+//!
+//!   tests, backtests ──► InMemorySource
+//! ```
+//!
+//! A query must name at most one series: an empty answer is `Ok(vec![])` (the engine calls that "missing"),
+//! more than one is [`SourceError::MultipleSeries`]. Values are passed through untouched, NaN and ±Inf included:
+//! deciding what a NaN means is the engine's job, and turning it into 0 here would hide an outage.
+
+mod breaker;
+mod memory;
+mod pool;
+mod prometheus;
+
+pub use breaker::{
+    Admission, Breaker, BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, Outcome,
+    system_clock,
+};
+pub use memory::{InMemorySource, RecordedQuery};
+pub use pool::SourcePool;
+pub use prometheus::{Auth, ConfigError, PrometheusConfig, PrometheusSource};
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use std::time::Duration;
+
+/// One point of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub time: Timestamp,
+    /// Passed through as Prometheus returned it; may be NaN or ±Inf.
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn new(time: Timestamp, value: f64) -> Self {
+        Self { time, value }
+    }
+}
+
+/// "Give me this one series": the only thing the engine needs from a metrics backend.
+///
+/// Dyn-compatible so that it can be held as `Arc<dyn MetricsSource>` and swapped for an in-memory source in tests.
+pub trait MetricsSource: Send + Sync {
+    /// Evaluates `query` at `at`. Returns zero or one sample (timestamped `at`, as Prometheus does).
+    fn instant<'a>(
+        &'a self,
+        query: &'a str,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
+
+    /// Evaluates `query` at `start`, `start + step`, ... up to `end`. Steps with no data are simply absent.
+    fn range<'a>(
+        &'a self,
+        query: &'a str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
+}
+
+/// Why a query gave no answer. Cheap to clone so that one failure can be reported to status, events and logs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// Prometheus could not be reached, or the connection broke before an answer came back.
+    #[error("cannot reach Prometheus: {message}")]
+    Connect { message: String },
+    /// No complete answer within the configured per-query timeout.
+    #[error("Prometheus did not answer within {}", humantime::format_duration(*after))]
+    Timeout { after: Duration },
+    /// Something answered with an HTTP error status and no Prometheus error body (a proxy, an auth gateway).
+    #[error("Prometheus answered HTTP {status}")]
+    Http { status: u16 },
+    /// Prometheus rejected or failed the query (`bad_data` for a PromQL syntax error, `execution`, `timeout`, ...).
+    #[error("Prometheus rejected the query ({error_type}): {message}")]
+    Prometheus { error_type: String, message: String },
+    /// The answer could not be understood (not JSON, bad timestamps, ...).
+    #[error("cannot decode the Prometheus answer: {message}")]
+    Decode { message: String },
+    /// The query's result had a shape Foresight cannot use (e.g. a range selector `x[5m]` as an instant query).
+    #[error("the query returned a {result_type}; it must return an instant vector or a scalar")]
+    UnexpectedResult { result_type: &'static str },
+    /// The query selects several series; Foresight scales on exactly one number.
+    #[error(
+        "the query returned {count} series; it must return at most one: aggregate it, e.g. sum(...) or max(...)"
+    )]
+    MultipleSeries { count: usize },
+    /// A range query with `start` after `end` or a zero `step`.
+    #[error("invalid range query: {reason}")]
+    InvalidRange { reason: &'static str },
+    /// Too many recent failures against this Prometheus; not asking again until `until`.
+    #[error("Prometheus circuit open after repeated failures; next attempt at {until}")]
+    CircuitOpen { until: Timestamp },
+}
+
+impl SourceError {
+    /// A short, low-cardinality name for metric labels and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Http { .. } => "http",
+            Self::Prometheus { error_type, .. } => match error_type.as_str() {
+                "bad_data" => "prometheus_bad_data",
+                "execution" => "prometheus_execution",
+                "timeout" => "prometheus_timeout",
+                "canceled" => "prometheus_canceled",
+                "internal" => "prometheus_internal",
+                "unavailable" => "prometheus_unavailable",
+                "not_found" => "prometheus_not_found",
+                _ => "prometheus_other",
+            },
+            Self::Decode { .. } => "decode",
+            Self::UnexpectedResult { .. } => "unexpected_result",
+            Self::MultipleSeries { .. } => "multiple_series",
+            Self::InvalidRange { .. } => "invalid_range",
+            Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
+    /// Whether this failure says the Prometheus server itself is unhealthy (and so counts towards opening its
+    /// circuit). A bad query from one policy says nothing about the server and must not cut off the others.
+    pub fn is_server_failure(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } => true,
+            Self::Http { status } => *status >= 500 || *status == 429,
+            Self::Prometheus { error_type, .. } => {
+                matches!(error_type.as_str(), "timeout" | "internal" | "unavailable")
+            }
+            Self::Decode { .. }
+            | Self::UnexpectedResult { .. }
+            | Self::MultipleSeries { .. }
+            | Self::InvalidRange { .. }
+            | Self::CircuitOpen { .. } => false,
+        }
+    }
+}
+
+/// Receives what telemetry needs about queries and circuits, so that this module needs no metrics crate.
+///
+/// Feeds `foresight_prometheus_query_duration_seconds{outcome}`, `foresight_prometheus_query_errors_total{reason}`
+/// and `foresight_prometheus_circuit_state{address}`.
+pub trait QueryObserver: Send + Sync {
+    /// One query finished. `outcome` is `"success"` or the error's [`SourceError::category`] (including
+    /// `"circuit_open"` for a query refused without touching the network).
+    fn query_finished(&self, outcome: &'static str, seconds: f64);
+
+    /// The circuit for `address` (credentials and query string stripped) moved to `state`.
+    fn circuit_changed(&self, address: &str, state: CircuitState);
+}
+
+/// An observer that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl QueryObserver for NoopObserver {
+    fn query_finished(&self, _outcome: &'static str, _seconds: f64) {}
+    fn circuit_changed(&self, _address: &str, _state: CircuitState) {}
+}
+
+/// Sample timestamps to the nearest millisecond; `None` outside jiff's range.
+pub(crate) fn timestamp_from_seconds(seconds: f64) -> Option<Timestamp> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let millis = (seconds * 1000.0).round();
+    if millis.abs() > 1e17 {
+        return None;
+    }
+    Timestamp::from_millisecond(millis as i64).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_distinct_per_variant() {
+        let errors = [
+            SourceError::Connect {
+                message: "refused".into(),
+            },
+            SourceError::Timeout {
+                after: Duration::from_secs(5),
+            },
+            SourceError::Http { status: 502 },
+            SourceError::Prometheus {
+                error_type: "bad_data".into(),
+                message: "parse error".into(),
+            },
+            SourceError::Decode {
+                message: "not json".into(),
+            },
+            SourceError::UnexpectedResult {
+                result_type: "matrix",
+            },
+            SourceError::MultipleSeries { count: 3 },
+            SourceError::InvalidRange {
+                reason: "zero step",
+            },
+            SourceError::CircuitOpen {
+                until: Timestamp::UNIX_EPOCH,
+            },
+        ];
+        let mut categories: Vec<_> = errors.iter().map(SourceError::category).collect();
+        categories.sort_unstable();
+        categories.dedup();
+        assert_eq!(categories.len(), errors.len());
+    }
+
+    #[test]
+    fn only_server_trouble_counts_towards_the_breaker() {
+        let cases = [
+            (
+                SourceError::Connect {
+                    message: "refused".into(),
+                },
+                true,
+            ),
+            (
+                SourceError::Timeout {
+                    after: Duration::from_secs(5),
+                },
+                true,
+            ),
+            (SourceError::Http { status: 503 }, true),
+            (SourceError::Http { status: 429 }, true),
+            (SourceError::Http { status: 401 }, false),
+            (
+                SourceError::Prometheus {
+                    error_type: "unavailable".into(),
+                    message: String::new(),
+                },
+                true,
+            ),
+            (
+                SourceError::Prometheus {
+                    error_type: "bad_data".into(),
+                    message: String::new(),
+                },
+                false,
+            ),
+            (SourceError::MultipleSeries { count: 2 }, false),
+            (
+                SourceError::CircuitOpen {
+                    until: Timestamp::UNIX_EPOCH,
+                },
+                false,
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.is_server_failure(), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn multiple_series_message_tells_the_user_to_aggregate() {
+        let message = SourceError::MultipleSeries { count: 2 }.to_string();
+        assert!(
+            message.contains("2 series") && message.contains("sum("),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn seconds_convert_to_millisecond_timestamps() {
+        let t = timestamp_from_seconds(1_700_000_000.25).expect("in range");
+        assert_eq!(t.as_millisecond(), 1_700_000_000_250);
+        assert_eq!(timestamp_from_seconds(f64::NAN), None);
+        assert_eq!(timestamp_from_seconds(1e20), None);
+    }
+}

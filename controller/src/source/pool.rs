@@ -1,0 +1,236 @@
+//! One client per distinct Prometheus config, one circuit breaker per Prometheus address.
+//!
+//! Hundreds of policies usually point at one or two Prometheus servers. Sharing clients shares their connection
+//! pools; sharing a breaker per address means that once Prometheus is down, every policy fails fast, not only the
+//! ones that happened to see the failures. Configs that differ only in credentials or headers get their own client
+//! but still share the address's breaker.
+
+use super::breaker::{
+    BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, system_clock,
+};
+use super::prometheus::{ConfigError, PrometheusConfig, PrometheusSource};
+use super::{MetricsSource, QueryObserver};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct Entries {
+    sources: HashMap<PrometheusConfig, Arc<BreakerSource>>,
+    circuits: HashMap<String, Arc<CircuitBreaker>>,
+}
+
+/// Thread-safe cache of Prometheus sources, each behind its address's circuit breaker.
+pub struct SourcePool {
+    breaker: BreakerConfig,
+    observer: Arc<dyn QueryObserver>,
+    clock: Clock,
+    entries: Mutex<Entries>,
+}
+
+impl std::fmt::Debug for SourcePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourcePool")
+            .field("breaker", &self.breaker)
+            .field("circuits", &self.circuit_states())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourcePool {
+    pub fn new(breaker: BreakerConfig, observer: Arc<dyn QueryObserver>) -> Self {
+        Self::with_clock(breaker, observer, system_clock())
+    }
+
+    pub fn with_clock(
+        breaker: BreakerConfig,
+        observer: Arc<dyn QueryObserver>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            breaker,
+            observer,
+            clock,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// The source for `config`, built on first use (which validates the config) and shared afterwards.
+    pub fn get_or_create(
+        &self,
+        config: &PrometheusConfig,
+    ) -> Result<Arc<dyn MetricsSource>, ConfigError> {
+        let mut entries = self.lock();
+        if let Some(source) = entries.sources.get(config) {
+            return Ok(source.clone());
+        }
+        let prometheus = Arc::new(PrometheusSource::new(config)?);
+        let label = address_label(&config.address);
+        let circuit = entries
+            .circuits
+            .entry(label.clone())
+            .or_insert_with(|| {
+                Arc::new(CircuitBreaker::new(
+                    label,
+                    self.breaker,
+                    self.clock.clone(),
+                    self.observer.clone(),
+                ))
+            })
+            .clone();
+        let source = Arc::new(BreakerSource::new(prometheus, circuit));
+        entries.sources.insert(config.clone(), source.clone());
+        Ok(source)
+    }
+
+    /// Each address's circuit state, for a metrics scrape or a status page. Addresses have credentials removed.
+    pub fn circuit_states(&self) -> Vec<(String, CircuitState)> {
+        let mut states: Vec<_> = self
+            .lock()
+            .circuits
+            .iter()
+            .map(|(address, circuit)| (address.clone(), circuit.state()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
+    /// The circuit breaker shared by every client of `address`, if any client was created for it.
+    pub fn circuit(&self, address: &str) -> Option<Arc<CircuitBreaker>> {
+        self.lock().circuits.get(&address_label(address)).cloned()
+    }
+
+    /// Forgets sources whose config `keep` rejects (a rotated token, a deleted policy), and breakers no longer
+    /// used by any source. Callers holding a dropped source can keep using it.
+    pub fn retain(&self, keep: impl Fn(&PrometheusConfig) -> bool) {
+        let mut entries = self.lock();
+        entries.sources.retain(|config, _| keep(config));
+        let live: std::collections::HashSet<String> = entries
+            .sources
+            .keys()
+            .map(|config| address_label(&config.address))
+            .collect();
+        entries.circuits.retain(|address, _| live.contains(address));
+    }
+
+    /// How many distinct clients exist.
+    pub fn len(&self) -> usize {
+        self.lock().sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The address as a metric label and breaker key: no credentials, no trailing slash.
+fn address_label(address: &str) -> String {
+    match reqwest::Url::parse(address.trim()) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        Err(_) => address.trim().trim_end_matches('/').to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Auth, NoopObserver};
+
+    fn pool() -> SourcePool {
+        SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver))
+    }
+
+    #[test]
+    fn equal_configs_share_one_client() {
+        let pool = pool();
+        let config = PrometheusConfig::new("http://prom:9090");
+        let a = pool.get_or_create(&config).expect("valid");
+        let b = pool.get_or_create(&config.clone()).expect("valid");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn different_credentials_get_their_own_client_but_share_the_breaker() {
+        let pool = pool();
+        let plain = PrometheusConfig::new("http://prom:9090");
+        let with_token = PrometheusConfig {
+            auth: Some(Auth::Bearer("t".into())),
+            ..plain.clone()
+        };
+        let a = pool.get_or_create(&plain).expect("valid");
+        let b = pool.get_or_create(&with_token).expect("valid");
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(pool.len(), 2);
+        assert_eq!(
+            pool.circuit_states(),
+            [("http://prom:9090".to_owned(), CircuitState::Closed)]
+        );
+    }
+
+    #[test]
+    fn invalid_configs_are_not_cached() {
+        let pool = pool();
+        let error = pool
+            .get_or_create(&PrometheusConfig::new("prom"))
+            .err()
+            .expect("invalid");
+        assert!(
+            matches!(error, ConfigError::InvalidAddress { .. }),
+            "{error:?}"
+        );
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn retain_drops_unused_clients_and_breakers() {
+        let pool = pool();
+        pool.get_or_create(&PrometheusConfig::new("http://a:9090"))
+            .expect("valid");
+        pool.get_or_create(&PrometheusConfig::new("http://b:9090"))
+            .expect("valid");
+        pool.retain(|config| config.address.contains("//a"));
+        assert_eq!(pool.len(), 1);
+        assert_eq!(
+            pool.circuit_states(),
+            [("http://a:9090".to_owned(), CircuitState::Closed)]
+        );
+        assert!(pool.circuit("http://b:9090").is_none());
+    }
+
+    #[test]
+    fn labels_carry_no_credentials() {
+        assert_eq!(
+            address_label("https://user:pw@prom.example:9090/prom/"),
+            "https://prom.example:9090/prom"
+        );
+        assert_eq!(address_label("http://prom:9090"), "http://prom:9090");
+    }
+
+    #[test]
+    fn pool_is_shareable_across_threads() {
+        let pool = Arc::new(pool());
+        let config = PrometheusConfig::new("http://prom:9090");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, config) = (pool.clone(), config.clone());
+                std::thread::spawn(move || pool.get_or_create(&config).map(|_| ()))
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().expect("no panic"), Ok(()));
+        }
+        assert_eq!(pool.len(), 1);
+    }
+}
