@@ -50,6 +50,7 @@ def test_crd_names_match_what_rbac_grants() -> None:
     assert spec["scope"] == "Namespaced"
     (served,) = [v for v in spec["versions"] if v["name"] == "v1alpha1"]
     assert served["served"] and served["storage"]
-    assert "status" in served["subresources"] and "scale" in served["subresources"]
+    # A ScalingPolicy has a status subresource; it is not itself scalable.
+    assert set(served["subresources"]) == {"status"}
     granted = {(g, r) for g, r, _, _ in POLICY_RULES if g == spec["group"]}
     assert granted == {(spec["group"], spec["names"]["plural"]), (spec["group"], spec["names"]["plural"] + "/status")}
