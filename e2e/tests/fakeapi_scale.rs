@@ -300,3 +300,89 @@ async fn faults_fail_n_requests_and_the_log_counts_them() {
     );
     assert_eq!(api.get("web").await.expect("get").name_any(), "web");
 }
+
+#[tokio::test]
+async fn custom_resources_need_a_resource_version_on_put() {
+    let server = FakeApiServer::new();
+    let ar = install_widgets(&server).await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(server.client(), "default", &ar);
+    let mut w = DynamicObject::new("w1", &ar);
+    w.data = json!({"spec": {"replicas": 1}});
+    let created = widgets
+        .create(&PostParams::default(), &w)
+        .await
+        .expect("create");
+    let mut unconditional = created.clone();
+    unconditional.metadata.resource_version = None;
+    let err = api_error(
+        widgets
+            .replace("w1", &PostParams::default(), &unconditional)
+            .await
+            .expect_err("no rv"),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.message,
+        "Widget.example.com \"w1\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    );
+    let mut conditional = created;
+    conditional.data["spec"]["replicas"] = json!(2);
+    widgets
+        .replace("w1", &PostParams::default(), &conditional)
+        .await
+        .expect("with rv");
+    // The test hooks write unconditionally whatever the kind.
+    let gvr = Gvr::new("example.com", "v1", "widgets");
+    let out = server
+        .set_status(&gvr, Some("default"), "w1", json!({"replicas": 2}))
+        .expect("hook");
+    assert_eq!(out["status"]["replicas"], 2);
+}
+
+#[tokio::test]
+async fn simulated_workload_controller_converges_status_after_scaling() {
+    let server = FakeApiServer::builder()
+        .simulate_workload_controllers(true)
+        .build();
+    let api: Api<Deployment> = Api::namespaced(server.client(), "default");
+    api.create(&PostParams::default(), &deployment("web", 2))
+        .await
+        .expect("create");
+    let status = api
+        .get("web")
+        .await
+        .expect("get")
+        .status
+        .expect("status written by the simulated controller");
+    assert_eq!(
+        (
+            status.replicas,
+            status.ready_replicas,
+            status.observed_generation
+        ),
+        (Some(2), Some(2), Some(1))
+    );
+    api.patch_scale(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .expect("scale");
+    let scale = api.get_scale("web").await.expect("scale");
+    assert_eq!(
+        scale.status.map(|s| s.replicas),
+        Some(4),
+        "status.replicas follows spec.replicas"
+    );
+    let plain = FakeApiServer::new();
+    let api: Api<Deployment> = Api::namespaced(plain.client(), "default");
+    api.create(&PostParams::default(), &deployment("web", 2))
+        .await
+        .expect("create");
+    assert_eq!(
+        api.get("web").await.expect("get").status,
+        None,
+        "off by default: nothing writes status"
+    );
+}

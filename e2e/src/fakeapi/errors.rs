@@ -209,13 +209,13 @@ impl ApiError {
         )
     }
 
-    /// 415 for a PATCH with a content type the server does not know.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 for a body in a format the fake does not read; `accepted` lists what it does.
+    pub fn unsupported_media_type(content_type: &str, accepted: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type:?}"
+                "the body of the request was in an unknown format - accepted media types include: {accepted}; got {content_type:?}"
             ),
         )
     }

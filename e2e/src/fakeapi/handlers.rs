@@ -1,6 +1,6 @@
 //! The HTTP surface: one axum fallback handler that records the request, applies injected faults, parses the
 //! Kubernetes URL layout (`/api/v1/namespaces/{ns}/{plural}/{name}/{sub}`, `/apis/{group}/{version}/...`) and
-//! dispatches to discovery, [`ops`](super::ops) or [`watch`](super::watch).
+//! dispatches to discovery, [`ops`] or [`watch`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,7 +121,16 @@ impl RequestCtx<'_> {
         }
     }
 
+    /// The body as JSON (or YAML). Protobuf and CBOR bodies get 415, which client-go answers by retrying
+    /// in JSON where it can (the fake speaks JSON only).
     fn json_body(&self) -> Result<Value, ApiError> {
+        let content_type = self.header(header::CONTENT_TYPE);
+        if content_type.contains("protobuf") || content_type.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(
+                content_type,
+                "application/json, application/yaml",
+            ));
+        }
         decode_body(self.body, true).map_err(|e| ApiError::bad_request(e.to_string()))
     }
 }
@@ -525,7 +534,13 @@ fn patch(
 ) -> Result<Response, ApiError> {
     let content_type = ctx.header(header::CONTENT_TYPE);
     let kind = PatchKind::from_content_type(content_type)
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+        .ok_or_else(|| {
+        ApiError::unsupported_media_type(
+            content_type,
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
+             application/strategic-merge-patch+json",
+        )
+    })?;
     let opts = ctx.write_opts();
     let ns = target.namespace.clone().unwrap_or_default();
     let name = target.name.clone().unwrap_or_default();

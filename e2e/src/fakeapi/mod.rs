@@ -18,7 +18,14 @@
 //!
 //! Known simplifications are documented in the module that makes them: [`patch`] (strategic merge),
 //! [`ownership`] (apply), [`schema`] (no CEL), [`admission`] (few built-in rules), [`ops`] (namespace deletion,
-//! no garbage collector).
+//! no garbage collector). Beyond those:
+//! * JSON (and YAML) only: protobuf/CBOR bodies get 415, so kubectl's imperative generators
+//!   (`kubectl create deployment`, `kubectl run`) fail; `kubectl create/apply -f`, `scale`, `patch`, `get` work.
+//! * `events.k8s.io/v1` and core `v1` Events are stored separately (the real server shares one storage):
+//!   `kubectl get events.events.k8s.io` shows what kube-runtime's `Recorder` publishes.
+//! * No controllers run (Deployments get no ReplicaSets or Pods) unless
+//!   [`FakeApiServerBuilder::simulate_workload_controllers`] is on; no admission webhooks, RBAC or auth.
+//! * `limit`/`continue` are accepted but every list is returned in one page.
 
 pub mod admission;
 pub mod discovery;
@@ -260,7 +267,13 @@ impl FakeApiServer {
 
     /// Serves over HTTP on `127.0.0.1:<free port>` until the last handle is dropped; returns the address.
     pub async fn serve_tcp(&self) -> std::io::Result<SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        self.serve_tcp_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+    }
+
+    /// Serves over HTTP on `addr` (port 0 picks a free one) until the last handle is dropped.
+    pub async fn serve_tcp_at(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let router = self.router();
         let task = tokio::spawn(async move {
@@ -350,9 +363,9 @@ impl FakeApiServer {
             .collect()
     }
 
-    /// Creates or unconditionally replaces an object (its `resourceVersion` is ignored), as another client
-    /// would; goes through the same admission, generation and watch logic as API requests. Status is only
-    /// written through [`set_status`](Self::set_status) when the kind has a status subresource.
+    /// Creates or unconditionally replaces an object (whatever `resourceVersion` it carries), as another
+    /// client would; goes through the same admission, generation and watch logic as API requests. Status is
+    /// only written through [`set_status`](Self::set_status) when the kind has a status subresource.
     pub fn put_json(
         &self,
         gvr: &Gvr,
@@ -362,21 +375,23 @@ impl FakeApiServer {
         let mut store = lock(&self.inner.store);
         let spec = Self::spec_for(&store, gvr)?;
         let ns = namespace.unwrap_or("");
-        if let Some(meta) = objects::meta_mut(&mut obj) {
-            meta.remove("resourceVersion");
-        }
         let name = objects::meta_nonempty(&obj, "name").map(str::to_string);
         let opts = WriteOpts {
             field_manager: HOOK_MANAGER.into(),
             ..Default::default()
         };
-        let exists = name.as_ref().is_some_and(|n| {
-            store
-                .get(&ObjKey::new(&gvr.group, &gvr.plural, ns, n))
-                .is_some()
-        });
+        let current_rv = name
+            .as_ref()
+            .and_then(|n| store.get(&ObjKey::new(&gvr.group, &gvr.plural, ns, n)))
+            .and_then(|s| objects::meta_str(&s.value, "resourceVersion").map(str::to_string));
+        if let Some(meta) = objects::meta_mut(&mut obj) {
+            match &current_rv {
+                Some(rv) => meta.insert("resourceVersion".into(), json!(rv)),
+                None => meta.remove("resourceVersion"),
+            };
+        }
         match name {
-            Some(name) if exists => ops::update(
+            Some(name) if current_rv.is_some() => ops::update(
                 &mut store,
                 &spec,
                 &gvr.version,
@@ -391,7 +406,7 @@ impl FakeApiServer {
         }
     }
 
-    /// Replaces `.status` of an object, as its controller would through `/status`.
+    /// Replaces `.status` of an object unconditionally, as its controller would through `/status`.
     pub fn set_status(
         &self,
         gvr: &Gvr,
@@ -405,27 +420,19 @@ impl FakeApiServer {
             field_manager: HOOK_MANAGER.into(),
             ..Default::default()
         };
-        let body = json!({"metadata": {"name": name}, "status": status});
         let sub = if spec.status_subresource {
             Sub::Status
         } else {
             Sub::Main
         };
         let ns = namespace.unwrap_or("");
-        let body = if sub == Sub::Main {
-            let key = ObjKey::new(&gvr.group, &gvr.plural, ns, name);
-            let mut current = store
-                .get(&key)
-                .map(|s| s.value.clone())
-                .ok_or_else(|| ApiError::not_found(&gvr.group, &gvr.plural, name))?;
-            objects::set_at(&mut current, ".status", body["status"].clone());
-            if let Some(meta) = objects::meta_mut(&mut current) {
-                meta.remove("resourceVersion");
-            }
-            current
-        } else {
-            body
-        };
+        let key = ObjKey::new(&gvr.group, &gvr.plural, ns, name);
+        // The current object (with its resourceVersion) carrying the new status.
+        let mut body = store
+            .get(&key)
+            .map(|s| s.value.clone())
+            .ok_or_else(|| ApiError::not_found(&gvr.group, &gvr.plural, name))?;
+        objects::set_at(&mut body, ".status", status);
         ops::update(
             &mut store,
             &spec,

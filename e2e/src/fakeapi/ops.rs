@@ -276,6 +276,18 @@ pub fn update(
     };
     let old = existing.value.clone();
     let old_owners = existing.owners.clone();
+    if !spec.allow_unconditional_update && meta_nonempty(&new, "resourceVersion").is_none() {
+        return Err(ApiError::invalid(
+            &spec.group,
+            &spec.kind,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: "Invalid value: 0x0: must be specified for an update".into(),
+                field: "metadata.resourceVersion".into(),
+            }],
+        ));
+    }
     precondition_checks(spec, name, &old, &new)?;
 
     let mut obj = match sub {

@@ -66,6 +66,9 @@ pub struct ApiResourceSpec {
     pub has_generation: bool,
     /// Whether DELETE answers with the deleted object (custom resources) rather than a `Status`.
     pub returns_deleted_object: bool,
+    /// Whether PUT without `metadata.resourceVersion` is allowed (built-ins yes; custom resources and CRDs
+    /// no: the real server answers 422 "must be specified for an update").
+    pub allow_unconditional_update: bool,
     /// Whether this kind came from a CRD (list items then keep `apiVersion`/`kind`, as the real server does).
     pub custom: bool,
     /// Per-version structural schemas (`openAPIV3Schema`) of a custom resource: pruning, defaulting, validation.
@@ -92,6 +95,7 @@ impl ApiResourceSpec {
             scale: None,
             has_generation: false,
             returns_deleted_object: false,
+            allow_unconditional_update: true,
             custom: false,
             schemas: BTreeMap::new(),
             selectable_fields: Vec::new(),
@@ -103,6 +107,7 @@ impl ApiResourceSpec {
     pub fn custom(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
         let mut spec = Self::new(group, version, plural, kind, namespaced);
         spec.custom = true;
+        spec.allow_unconditional_update = false;
         spec.has_generation = true;
         spec.returns_deleted_object = true;
         spec
@@ -117,6 +122,12 @@ impl ApiResourceSpec {
     /// Adds the `/scale` subresource.
     pub fn with_scale(mut self, scale: ScaleSpec) -> Self {
         self.scale = Some(scale);
+        self
+    }
+
+    /// Requires `metadata.resourceVersion` on PUT, as for custom resources and CRDs.
+    pub fn conditional_updates_only(mut self) -> Self {
+        self.allow_unconditional_update = false;
         self
     }
 
@@ -234,7 +245,8 @@ pub fn builtin_kinds() -> Vec<ApiResourceSpec> {
         )
         .with_status()
         .with_generation()
-        .with_short_names(&["crd", "crds"]),
+        .with_short_names(&["crd", "crds"])
+        .conditional_updates_only(),
     ]
 }
 
