@@ -9,4 +9,3 @@ pub mod cli;
 pub mod crdgen;
 pub mod engine;
 pub mod source;
-

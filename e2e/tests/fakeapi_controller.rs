@@ -32,13 +32,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         "kind": "Deployment",
         "status": {"observedGeneration": d.meta().generation},
     });
-    ctx.api
-        .patch_status(
-            &d.name_any(),
-            &PatchParams::apply("test-controller").force(),
-            &Patch::Apply(status),
-        )
-        .await?;
+    ctx.api.patch_status(&d.name_any(), &PatchParams::apply("test-controller").force(), &Patch::Apply(status)).await?;
     Ok(Action::await_change())
 }
 
@@ -61,50 +55,24 @@ async fn observed_generation(api: &Api<Deployment>, name: &str, want: i64) -> bo
 async fn controller_reconciles_creates_and_spec_changes() {
     let server = FakeApiServer::new();
     let api: Api<Deployment> = Api::namespaced(server.client(), "default");
-    api.create(&PostParams::default(), &deployment("existing", 1))
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &deployment("existing", 1)).await.expect("create");
 
-    let ctx = Arc::new(Ctx {
-        api: api.clone(),
-        reconciles: AtomicUsize::new(0),
-    });
+    let ctx = Arc::new(Ctx { api: api.clone(), reconciles: AtomicUsize::new(0) });
     let controller = Controller::new(api.clone(), watcher::Config::default())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
     let handle = tokio::spawn(controller);
 
-    assert!(
-        observed_generation(&api, "existing", 1).await,
-        "pre-existing object reconciled"
-    );
-    api.create(&PostParams::default(), &deployment("new", 1))
-        .await
-        .expect("create");
-    assert!(
-        observed_generation(&api, "new", 1).await,
-        "new object reconciled"
-    );
-    api.patch(
-        "new",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": 4}})),
-    )
-    .await
-    .expect("scale");
-    assert!(
-        observed_generation(&api, "new", 2).await,
-        "spec change reconciled"
-    );
+    assert!(observed_generation(&api, "existing", 1).await, "pre-existing object reconciled");
+    api.create(&PostParams::default(), &deployment("new", 1)).await.expect("create");
+    assert!(observed_generation(&api, "new", 1).await, "new object reconciled");
+    api.patch("new", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.expect("scale");
+    assert!(observed_generation(&api, "new", 2).await, "spec change reconciled");
 
     // Status writes are changes too, so each one triggers one more reconcile; the second write is a no-op
     // (same content, no new resourceVersion, no event), so the controller settles instead of looping.
     let settled = ctx.reconciles.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        ctx.reconciles.load(Ordering::SeqCst),
-        settled,
-        "no reconcile loop"
-    );
+    assert_eq!(ctx.reconciles.load(Ordering::SeqCst), settled, "no reconcile loop");
     handle.abort();
 }

@@ -36,36 +36,17 @@ fn describe<K: Resource>(ev: &Event<K>) -> (&'static str, String) {
 async fn sees_create_modify_delete_in_order(config: watcher::Config) {
     let server = FakeApiServer::new();
     let api: Api<Deployment> = Api::namespaced(server.client(), "default");
-    api.create(&PostParams::default(), &deployment("before", 1))
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &deployment("before", 1)).await.expect("create");
     let mut stream = watcher(api.clone(), config).boxed();
     let mut initial = Vec::new();
     for _ in 0..3 {
         initial.push(describe(&next(&mut stream).await.expect("event")));
     }
-    assert_eq!(
-        initial,
-        vec![
-            ("init", String::new()),
-            ("init-apply", "before".into()),
-            ("init-done", String::new())
-        ]
-    );
+    assert_eq!(initial, vec![("init", String::new()), ("init-apply", "before".into()), ("init-done", String::new())]);
 
-    api.create(&PostParams::default(), &deployment("web", 1))
-        .await
-        .expect("create");
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": 3}})),
-    )
-    .await
-    .expect("patch");
-    api.delete("web", &DeleteParams::default())
-        .await
-        .expect("delete");
+    api.create(&PostParams::default(), &deployment("web", 1)).await.expect("create");
+    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.expect("patch");
+    api.delete("web", &DeleteParams::default()).await.expect("delete");
     let created = next(&mut stream).await.expect("event");
     assert_eq!(describe(&created), ("apply", "web".into()));
     let modified = next(&mut stream).await.expect("event");
@@ -73,10 +54,7 @@ async fn sees_create_modify_delete_in_order(config: watcher::Config) {
         Event::Apply(d) => assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3)),
         other => panic!("expected the modification, got {:?}", describe(other)),
     }
-    assert_eq!(
-        describe(&next(&mut stream).await.expect("event")),
-        ("delete", "web".into())
-    );
+    assert_eq!(describe(&next(&mut stream).await.expect("event")), ("delete", "web".into()));
 }
 
 fn watcher(
@@ -101,29 +79,15 @@ async fn raw_watch_resumes_from_a_resource_version() {
     let server = FakeApiServer::new();
     let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     let cm = |name: &str| ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
         ..Default::default()
     };
-    let a = api
-        .create(&PostParams::default(), &cm("a"))
-        .await
-        .expect("a");
-    api.create(&PostParams::default(), &cm("b"))
-        .await
-        .expect("b");
-    api.delete("a", &DeleteParams::default())
-        .await
-        .expect("delete a");
+    let a = api.create(&PostParams::default(), &cm("a")).await.expect("a");
+    api.create(&PostParams::default(), &cm("b")).await.expect("b");
+    api.delete("a", &DeleteParams::default()).await.expect("delete a");
 
     let rv = a.resource_version().expect("rv");
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .expect("watch")
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &rv).await.expect("watch").boxed();
     match next(&mut stream).await.expect("event") {
         WatchEvent::Added(o) => assert_eq!(o.name_any(), "b"),
         other => panic!("expected ADDED b, got {other:?}"),
@@ -132,21 +96,13 @@ async fn raw_watch_resumes_from_a_resource_version() {
         WatchEvent::Deleted(o) => {
             assert_eq!(o.name_any(), "a");
             let deleted_rv: u64 = o.resource_version().expect("rv").parse().expect("numeric");
-            assert_eq!(
-                deleted_rv,
-                server.current_resource_version(),
-                "DELETED carries the deletion's resourceVersion"
-            );
+            assert_eq!(deleted_rv, server.current_resource_version(), "DELETED carries the deletion's resourceVersion");
         }
         other => panic!("expected DELETED a, got {other:?}"),
     }
 
     server.compact();
-    let mut stale = api
-        .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .expect("watch starts")
-        .boxed();
+    let mut stale = api.watch(&WatchParams::default().timeout(5), &rv).await.expect("watch starts").boxed();
     match next(&mut stale).await.expect("event") {
         WatchEvent::Error(status) => {
             assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
@@ -157,14 +113,10 @@ async fn raw_watch_resumes_from_a_resource_version() {
 
 #[tokio::test]
 async fn watcher_relists_after_410_gone() {
-    let server = FakeApiServer::builder()
-        .bookmark_interval(Duration::from_secs(600))
-        .build();
+    let server = FakeApiServer::builder().bookmark_interval(Duration::from_secs(600)).build();
     let client = server.client();
     let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &deployment("a", 1))
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &deployment("a", 1)).await.expect("create");
     // The server ends each watch after 1 s, so the watcher reconnects from its last resourceVersion.
     let mut stream = watcher(api.clone(), watcher::Config::default().timeout(1)).boxed();
     for _ in 0..3 {
@@ -173,38 +125,22 @@ async fn watcher_relists_after_410_gone() {
     // Unrelated writes move the store past the watcher's resourceVersion; compaction then makes it too old.
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let cm = ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some("x".into()),
-            ..Default::default()
-        },
+        metadata: kube::api::ObjectMeta { name: Some("x".into()), ..Default::default() },
         ..Default::default()
     };
     cms.create(&PostParams::default(), &cm).await.expect("cm");
     server.compact();
 
-    let err = next(&mut stream)
-        .await
-        .expect_err("the resumed watch is told 410");
+    let err = next(&mut stream).await.expect_err("the resumed watch is told 410");
     match err {
         watcher::Error::WatchError(status) => assert_eq!(status.code, 410),
         other => panic!("expected a 410 watch error, got {other:?}"),
     }
-    let relist: Vec<_> = [
-        next(&mut stream).await,
-        next(&mut stream).await,
-        next(&mut stream).await,
-    ]
-    .into_iter()
-    .map(|e| describe(&e.expect("event")))
-    .collect();
-    assert_eq!(
-        relist,
-        vec![
-            ("init", String::new()),
-            ("init-apply", "a".into()),
-            ("init-done", String::new())
-        ]
-    );
+    let relist: Vec<_> = [next(&mut stream).await, next(&mut stream).await, next(&mut stream).await]
+        .into_iter()
+        .map(|e| describe(&e.expect("event")))
+        .collect();
+    assert_eq!(relist, vec![("init", String::new()), ("init-apply", "a".into()), ("init-done", String::new())]);
 }
 
 #[tokio::test]
@@ -214,35 +150,18 @@ async fn label_selector_watch_turns_relabels_into_added_and_deleted() {
     let cm = |name: &str, tier: &str| ConfigMap {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
-            labels: Some(
-                [("tier".to_string(), tier.to_string())]
-                    .into_iter()
-                    .collect(),
-            ),
+            labels: Some([("tier".to_string(), tier.to_string())].into_iter().collect()),
             ..Default::default()
         },
         ..Default::default()
     };
-    let start = api
-        .create(&PostParams::default(), &cm("a", "web"))
-        .await
-        .expect("a");
+    let start = api.create(&PostParams::default(), &cm("a", "web")).await.expect("a");
     let wp = WatchParams::default().labels("tier=web").timeout(5);
-    let mut stream = api
-        .watch(&wp, &start.resource_version().expect("rv"))
-        .await
-        .expect("watch")
-        .boxed();
-    api.create(&PostParams::default(), &cm("b", "db"))
-        .await
-        .expect("b");
+    let mut stream = api.watch(&wp, &start.resource_version().expect("rv")).await.expect("watch").boxed();
+    api.create(&PostParams::default(), &cm("b", "db")).await.expect("b");
     let relabel = |t: &str| Patch::Merge(json!({"metadata": {"labels": {"tier": t}}}));
-    api.patch("b", &PatchParams::default(), &relabel("web"))
-        .await
-        .expect("b joins");
-    api.patch("a", &PatchParams::default(), &relabel("db"))
-        .await
-        .expect("a leaves");
+    api.patch("b", &PatchParams::default(), &relabel("web")).await.expect("b joins");
+    api.patch("a", &PatchParams::default(), &relabel("db")).await.expect("a leaves");
     let events: Vec<(String, String)> = [next(&mut stream).await, next(&mut stream).await]
         .into_iter()
         .map(|e| match e.expect("event") {
@@ -252,24 +171,14 @@ async fn label_selector_watch_turns_relabels_into_added_and_deleted() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(
-        events,
-        vec![
-            ("ADDED".to_string(), "b".to_string()),
-            ("DELETED".to_string(), "a".to_string())
-        ]
-    );
+    assert_eq!(events, vec![("ADDED".to_string(), "b".to_string()), ("DELETED".to_string(), "a".to_string())]);
 }
 
 #[tokio::test]
 async fn metadata_watcher_and_bookmarks_work() {
-    let server = FakeApiServer::builder()
-        .bookmark_interval(Duration::from_millis(200))
-        .build();
+    let server = FakeApiServer::builder().bookmark_interval(Duration::from_millis(200)).build();
     let api: Api<Deployment> = Api::namespaced(server.client(), "default");
-    api.create(&PostParams::default(), &deployment("web", 1))
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &deployment("web", 1)).await.expect("create");
     let meta_api: Api<PartialObjectMeta<Deployment>> = Api::namespaced(server.client(), "default");
     let names: Vec<String> = watcher::watcher(meta_api, watcher::Config::default())
         .applied_objects()
@@ -281,11 +190,7 @@ async fn metadata_watcher_and_bookmarks_work() {
     assert_eq!(names, vec!["web"]);
 
     let rv = server.current_resource_version().to_string();
-    let mut raw = api
-        .watch(&WatchParams::default().timeout(5), &rv)
-        .await
-        .expect("watch")
-        .boxed();
+    let mut raw = api.watch(&WatchParams::default().timeout(5), &rv).await.expect("watch").boxed();
     match next(&mut raw).await.expect("event") {
         WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, rv),
         other => panic!("expected a BOOKMARK, got {other:?}"),

@@ -25,15 +25,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let server = FakeApiServer::builder()
-        .simulate_workload_controllers(args.simulate_workloads)
-        .build();
+    let server = FakeApiServer::builder().simulate_workload_controllers(args.simulate_workloads).build();
     let addr = server.serve_tcp_at(args.listen).await?;
     server.write_kubeconfig(&args.kubeconfig)?;
-    println!(
-        "fake API server listening on http://{addr}; kubeconfig written to {}",
-        args.kubeconfig.display()
-    );
+    println!("fake API server listening on http://{addr}; kubeconfig written to {}", args.kubeconfig.display());
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -8,26 +8,17 @@ use serde_json::{Value, json};
 use super::resources::{ApiResourceSpec, Registry};
 
 /// `Content-Type` of an aggregated discovery answer.
-pub const AGGREGATED_CONTENT_TYPE: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether an `Accept` header asks for aggregated discovery first.
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| {
-        first.contains("as=APIGroupDiscoveryList") && first.contains("g=apidiscovery.k8s.io")
-    })
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=APIGroupDiscoveryList") && first.contains("g=apidiscovery.k8s.io"))
 }
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const SUB_VERBS: &[&str] = &["get", "patch", "update"];
 
 fn resources(spec: &ApiResourceSpec) -> Vec<Value> {
@@ -57,11 +48,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
     if kinds.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -77,21 +64,15 @@ pub fn core_versions() -> Value {
 }
 
 fn group_entry(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
     let preferred = vs.first().cloned().unwrap_or(json!({}));
     json!({"name": name, "versions": vs, "preferredVersion": preferred})
 }
 
 /// `/apis`.
 pub fn group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry
-        .groups()
-        .iter()
-        .map(|(g, vs)| group_entry(g, vs))
-        .collect();
+    let groups: Vec<Value> = registry.groups().iter().map(|(g, vs)| group_entry(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -132,11 +113,8 @@ fn aggregated_group(registry: &Registry, name: &str, versions: &[String]) -> Val
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| {
-            let resources: Vec<Value> = registry
-                .in_group_version(name, v)
-                .into_iter()
-                .map(|k| aggregated_resource(k, v))
-                .collect();
+            let resources: Vec<Value> =
+                registry.in_group_version(name, v).into_iter().map(|k| aggregated_resource(k, v)).collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -148,11 +126,7 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group(registry, "", &["v1".to_string()])]
     } else {
-        registry
-            .groups()
-            .iter()
-            .map(|(g, vs)| aggregated_group(registry, g, vs))
-            .collect()
+        registry.groups().iter().map(|(g, vs)| aggregated_group(registry, g, vs)).collect()
     };
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -177,10 +151,7 @@ mod tests {
             .as_array()
             .and_then(|r| r.iter().find(|r| r["name"] == "deployments/scale"))
             .expect("deployments/scale listed");
-        assert_eq!(
-            (scale["group"].as_str(), scale["kind"].as_str()),
-            (Some("autoscaling"), Some("Scale"))
-        );
+        assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
         assert!(resource_list(&reg, "apps", "v2").is_none());
     }
 }

@@ -46,21 +46,12 @@ pub struct ApiError {
 
 /// `deployments.apps` or `pods`: how the real server names a resource in messages.
 pub fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{plural}.{group}")
-    }
+    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
 
 impl ApiError {
     fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.to_string(),
-            message: message.into(),
-            details: Box::default(),
-        }
+        Self { code, reason: reason.to_string(), message: message.into(), details: Box::default() }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
@@ -71,42 +62,25 @@ impl ApiError {
     }
 
     /// 422 for a patch that cannot be applied (a failed JSON Patch `test`, a missing path).
-    pub fn unprocessable_patch(
-        group: &str,
-        kind: &str,
-        name: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn unprocessable_patch(group: &str, kind: &str, name: &str, message: impl Into<String>) -> Self {
         Self::new(422, "Invalid", message).with_details(group, kind, name)
     }
 
     /// 404: `deployments.apps "web" not found`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(group, plural)),
-        )
-        .with_details(group, plural, name)
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)))
+            .with_details(group, plural, name)
     }
 
     /// 404 for a path that names no served resource or subresource.
     pub fn no_such_path() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// 409: `deployments.apps "web" already exists`.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified(group, plural)),
-        )
-        .with_details(group, plural, name)
+        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)))
+            .with_details(group, plural, name)
     }
 
     /// 409: the optimistic-concurrency failure on a stale `resourceVersion`.
@@ -128,34 +102,20 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {what}",
-                qualified(group, plural)
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {what}", qualified(group, plural)),
         )
         .with_details(group, plural, name)
     }
 
     /// 409: server-side apply would change fields another manager owns.
     /// `conflicts` holds (manager, field path such as `.spec.holderIdentity`).
-    pub fn apply_conflict(
-        group: &str,
-        plural: &str,
-        name: &str,
-        conflicts: &[(String, String)],
-    ) -> Self {
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(manager, field)| format!("conflict with \"{manager}\": {field}"))
-            .collect();
+    pub fn apply_conflict(group: &str, plural: &str, name: &str, conflicts: &[(String, String)]) -> Self {
+        let lines: Vec<String> =
+            conflicts.iter().map(|(manager, field)| format!("conflict with \"{manager}\": {field}")).collect();
         let message = if lines.len() == 1 {
             format!("Apply failed with 1 conflict: {}", lines[0])
         } else {
-            format!(
-                "Apply failed with {} conflicts: {}",
-                lines.len(),
-                lines.join("\n")
-            )
+            format!("Apply failed with {} conflicts: {}", lines.len(), lines.join("\n"))
         };
         let mut err = Self::new(409, "Conflict", message).with_details(group, plural, name);
         err.details.causes = conflicts
@@ -171,26 +131,11 @@ impl ApiError {
 
     /// 422: `Deployment.apps "web" is invalid: spec.selector: Required value`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let subject = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let texts: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let joined = if texts.len() == 1 {
-            texts[0].clone()
-        } else {
-            format!("[{}]", texts.join(", "))
-        };
-        let mut err = Self::new(
-            422,
-            "Invalid",
-            format!("{subject} \"{name}\" is invalid: {joined}"),
-        )
-        .with_details(group, kind, name);
+        let subject = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let texts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let joined = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
+        let mut err = Self::new(422, "Invalid", format!("{subject} \"{name}\" is invalid: {joined}"))
+            .with_details(group, kind, name);
         err.details.causes = causes;
         err
     }
@@ -202,11 +147,7 @@ impl ApiError {
 
     /// 405 for a verb the resource does not serve.
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
     /// 415 for a body in a format the fake does not read; `accepted` lists what it does.
@@ -238,27 +179,14 @@ impl ApiError {
                 "injected fault: the object has been modified; please apply your changes to the latest version and try again",
             ),
             410 => ("Expired", "injected fault: too old resource version"),
-            429 => (
-                "TooManyRequests",
-                "injected fault: too many requests, please try again later",
-            ),
-            500 => (
-                "InternalError",
-                "injected fault: an error on the server has prevented the request from succeeding",
-            ),
-            503 => (
-                "ServiceUnavailable",
-                "injected fault: the server is currently unable to handle the request",
-            ),
-            504 => (
-                "Timeout",
-                "injected fault: the server was unable to return a response in the time allotted",
-            ),
+            429 => ("TooManyRequests", "injected fault: too many requests, please try again later"),
+            500 => {
+                ("InternalError", "injected fault: an error on the server has prevented the request from succeeding")
+            }
+            503 => ("ServiceUnavailable", "injected fault: the server is currently unable to handle the request"),
+            504 => ("Timeout", "injected fault: the server was unable to return a response in the time allotted"),
             403 => ("Forbidden", "injected fault: forbidden"),
-            404 => (
-                "NotFound",
-                "injected fault: the server could not find the requested resource",
-            ),
+            404 => ("NotFound", "injected fault: the server could not find the requested resource"),
             _ => ("InternalError", "injected fault"),
         };
         Self::new(code, reason, message)
@@ -278,11 +206,8 @@ impl ApiError {
             details.insert("kind".into(), json!(kind));
         }
         if !d.causes.is_empty() {
-            let causes: Vec<Value> = d
-                .causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
+            let causes: Vec<Value> =
+                d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
             details.insert("causes".into(), Value::Array(causes));
         }
         let mut status = json!({
@@ -307,12 +232,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.to_status().to_string();
-        (
-            code,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response()
+        (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 

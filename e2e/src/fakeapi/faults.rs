@@ -17,20 +17,12 @@ pub struct Fault {
 impl Fault {
     /// A fault for `method` on paths containing `path_contains`.
     pub fn new(method: &str, path_contains: &str, status: u16, times: usize) -> Self {
-        Self {
-            method: Some(method.to_uppercase()),
-            path_contains: path_contains.to_string(),
-            status,
-            times,
-        }
+        Self { method: Some(method.to_uppercase()), path_contains: path_contains.to_string(), status, times }
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
         self.times > 0
-            && self
-                .method
-                .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
             && path.contains(&self.path_contains)
     }
 }
@@ -55,9 +47,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// Whether this was a watch request.
     pub fn is_watch(&self) -> bool {
-        self.query
-            .split('&')
-            .any(|p| p == "watch=true" || p == "watch=1")
+        self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
     }
 }
 
@@ -96,25 +86,10 @@ mod tests {
     fn a_fault_fires_exactly_n_times_on_matching_requests() {
         let mut faults = Faults::default();
         faults.add(Fault::new("patch", "/scale", 409, 2));
-        assert_eq!(
-            faults.take("GET", "/apis/apps/v1/namespaces/d/deployments/w/scale"),
-            None
-        );
-        assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w"),
-            None
-        );
-        assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"),
-            Some(409)
-        );
-        assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"),
-            Some(409)
-        );
-        assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"),
-            None
-        );
+        assert_eq!(faults.take("GET", "/apis/apps/v1/namespaces/d/deployments/w/scale"), None);
+        assert_eq!(faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w"), None);
+        assert_eq!(faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"), Some(409));
+        assert_eq!(faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"), Some(409));
+        assert_eq!(faults.take("PATCH", "/apis/apps/v1/namespaces/d/deployments/w/scale"), None);
     }
 }

@@ -11,22 +11,12 @@ use serde_json::{Value, json};
 pub fn deployment(name: &str, replicas: i32) -> Deployment {
     let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels.clone()), ..Default::default() },
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "app".into(),
@@ -45,13 +35,7 @@ pub fn deployment(name: &str, replicas: i32) -> Deployment {
 /// A namespaced CRD `<plural>.<group>`, served and stored as `version`, with `/status`, `/scale` (`.spec.replicas`,
 /// `.status.replicas`, `.status.selector`) and a schema with `spec.replicas` (integer, minimum 0) and
 /// `spec.size` (string, default `small`).
-pub fn scalable_crd(
-    group: &str,
-    version: &str,
-    plural: &str,
-    kind: &str,
-    short_names: &[&str],
-) -> Value {
+pub fn scalable_crd(group: &str, version: &str, plural: &str, kind: &str, short_names: &[&str]) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -42,26 +42,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query_string = parts.uri.query().unwrap_or_default().to_string();
     let method = parts.method.clone();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
 
     let injected = lock(&inner.faults).take(method.as_str(), &path);
     let response = match injected {
         Some(code) => ApiError::injected(code).into_response(),
         None => {
-            let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
-                .map(|q: Query<HashMap<String, String>>| q.0)
-                .unwrap_or_default();
-            let ctx = RequestCtx {
-                method: &method,
-                path: &path,
-                query: &query,
-                headers: &parts.headers,
-                body: &body,
-            };
+            let query: HashMap<String, String> =
+                Query::try_from_uri(&parts.uri).map(|q: Query<HashMap<String, String>>| q.0).unwrap_or_default();
+            let ctx = RequestCtx { method: &method, path: &path, query: &query, headers: &parts.headers, body: &body };
             match dispatch(&inner, &ctx) {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
@@ -89,10 +78,7 @@ struct RequestCtx<'a> {
 
 impl RequestCtx<'_> {
     fn header(&self, name: header::HeaderName) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -101,18 +87,10 @@ impl RequestCtx<'_> {
 
     fn write_opts(&self) -> WriteOpts {
         let explicit = self.query.get("fieldManager").filter(|m| !m.is_empty());
-        let from_agent = self
-            .header(header::USER_AGENT)
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let field_manager = explicit.cloned().unwrap_or_else(|| {
-            if from_agent.is_empty() {
-                "unknown".to_string()
-            } else {
-                from_agent.to_string()
-            }
-        });
+        let from_agent = self.header(header::USER_AGENT).split('/').next().unwrap_or_default();
+        let field_manager = explicit
+            .cloned()
+            .unwrap_or_else(|| if from_agent.is_empty() { "unknown".to_string() } else { from_agent.to_string() });
         WriteOpts {
             field_manager,
             explicit_manager: explicit.is_some(),
@@ -126,22 +104,14 @@ impl RequestCtx<'_> {
     fn json_body(&self) -> Result<Value, ApiError> {
         let content_type = self.header(header::CONTENT_TYPE);
         if content_type.contains("protobuf") || content_type.contains("cbor") {
-            return Err(ApiError::unsupported_media_type(
-                content_type,
-                "application/json, application/yaml",
-            ));
+            return Err(ApiError::unsupported_media_type(content_type, "application/json, application/yaml"));
         }
         decode_body(self.body, true).map_err(|e| ApiError::bad_request(e.to_string()))
     }
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
 /// A parsed resource URL.
@@ -154,12 +124,7 @@ struct Target {
 }
 
 fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiError> {
-    let segs: Vec<&str> = ctx
-        .path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = ctx.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let accept = ctx.header(header::ACCEPT).to_string();
     let is_get = *ctx.method == Method::GET;
     match segs.as_slice() {
@@ -171,11 +136,7 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
             if discovery::wants_aggregated(&accept) {
                 let store = lock(&inner.store);
                 let body = discovery::aggregated(&store.registry, true).to_string();
-                return Ok((
-                    [(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)],
-                    body,
-                )
-                    .into_response());
+                return Ok(([(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)], body).into_response());
             }
             return Ok(json_response(StatusCode::OK, &discovery::core_versions()));
         }
@@ -183,21 +144,13 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
             let store = lock(&inner.store);
             if discovery::wants_aggregated(&accept) {
                 let body = discovery::aggregated(&store.registry, false).to_string();
-                return Ok((
-                    [(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)],
-                    body,
-                )
-                    .into_response());
+                return Ok(([(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)], body).into_response());
             }
-            return Ok(json_response(
-                StatusCode::OK,
-                &discovery::group_list(&store.registry),
-            ));
+            return Ok(json_response(StatusCode::OK, &discovery::group_list(&store.registry)));
         }
         ["api", version] if is_get => {
             let store = lock(&inner.store);
-            let list = discovery::resource_list(&store.registry, "", version)
-                .ok_or_else(ApiError::no_such_path)?;
+            let list = discovery::resource_list(&store.registry, "", version).ok_or_else(ApiError::no_such_path)?;
             return Ok(json_response(StatusCode::OK, &list));
         }
         ["apis", group] if is_get => {
@@ -207,8 +160,7 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
         }
         ["apis", group, version] if is_get => {
             let store = lock(&inner.store);
-            let list = discovery::resource_list(&store.registry, group, version)
-                .ok_or_else(ApiError::no_such_path)?;
+            let list = discovery::resource_list(&store.registry, group, version).ok_or_else(ApiError::no_such_path)?;
             return Ok(json_response(StatusCode::OK, &list));
         }
         _ => {}
@@ -223,20 +175,9 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
             let body = ctx.json_body()?;
             let mut store = lock(&inner.store);
             let ns = target.namespace.clone().unwrap_or_default();
-            let created = ops::create(
-                &mut store,
-                &target.spec,
-                &target.version,
-                &ns,
-                body,
-                &ctx.write_opts(),
-                None,
-            )?;
+            let created = ops::create(&mut store, &target.spec, &target.version, &ns, body, &ctx.write_opts(), None)?;
             let rv = store.current_rv();
-            Ok(json_response(
-                StatusCode::CREATED,
-                &render::single(&target.spec, &target.version, &created, repr, rv),
-            ))
+            Ok(json_response(StatusCode::CREATED, &render::single(&target.spec, &target.version, &created, repr, rv)))
         }
         (Method::DELETE, false, None) => delete_collection(inner, ctx, &target),
         (Method::GET, true, sub) => get(inner, &target, sub, repr),
@@ -266,20 +207,13 @@ fn parse_target(inner: &Arc<Inner>, segs: &[&str]) -> Result<Target, ApiError> {
         _ => return Err(ApiError::no_such_path()),
     };
     let store = lock(&inner.store);
-    let namespaced_plural = |p: &str| {
-        store
-            .registry
-            .find(group, version, p)
-            .is_some_and(|k| k.namespaced)
-    };
+    let namespaced_plural = |p: &str| store.registry.find(group, version, p).is_some_and(|k| k.namespaced);
     let (namespace, rest) = match rest {
-        ["namespaces", ns, plural, more @ ..] if namespaced_plural(plural) => {
-            (Some(ns.to_string()), {
-                let mut v = vec![*plural];
-                v.extend_from_slice(more);
-                v
-            })
-        }
+        ["namespaces", ns, plural, more @ ..] if namespaced_plural(plural) => (Some(ns.to_string()), {
+            let mut v = vec![*plural];
+            v.extend_from_slice(more);
+            v
+        }),
         _ => (None, rest.to_vec()),
     };
     let (plural, name, sub) = match rest.as_slice() {
@@ -288,15 +222,9 @@ fn parse_target(inner: &Arc<Inner>, segs: &[&str]) -> Result<Target, ApiError> {
         [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
         _ => return Err(ApiError::no_such_path()),
     };
-    let spec = store
-        .registry
-        .find(group, version, plural)
-        .cloned()
-        .ok_or_else(ApiError::no_such_path)?;
+    let spec = store.registry.find(group, version, plural).cloned().ok_or_else(ApiError::no_such_path)?;
     // A namespaced kind addressed by name without a namespace, or a cluster kind under a namespace, is no path.
-    if (spec.namespaced && namespace.is_none() && name.is_some())
-        || (!spec.namespaced && namespace.is_some())
-    {
+    if (spec.namespaced && namespace.is_none() && name.is_some()) || (!spec.namespaced && namespace.is_some()) {
         return Err(ApiError::no_such_path());
     }
     match sub.as_deref() {
@@ -305,67 +233,35 @@ fn parse_target(inner: &Arc<Inner>, segs: &[&str]) -> Result<Target, ApiError> {
         Some("scale") if spec.scale.is_some() => {}
         Some(_) => return Err(ApiError::no_such_path()),
     }
-    Ok(Target {
-        spec,
-        version: version.to_string(),
-        namespace,
-        name,
-        sub,
-    })
+    Ok(Target { spec, version: version.to_string(), namespace, name, sub })
 }
 
-fn selectors(
-    ctx: &RequestCtx<'_>,
-    spec: &ApiResourceSpec,
-) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = LabelSelector::parse(
-        ctx.query
-            .get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+fn selectors(ctx: &RequestCtx<'_>, spec: &ApiResourceSpec) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(ctx.query.get("labelSelector").map(String::as_str).unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let fields = FieldSelector::parse(
-        ctx.query
-            .get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
+        ctx.query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
         &spec.selectable_fields,
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok((labels, fields))
 }
 
-fn list(
-    inner: &Arc<Inner>,
-    ctx: &RequestCtx<'_>,
-    target: &Target,
-    repr: Representation,
-) -> Result<Response, ApiError> {
+fn list(inner: &Arc<Inner>, ctx: &RequestCtx<'_>, target: &Target, repr: Representation) -> Result<Response, ApiError> {
     if ctx.flag("sendInitialEvents") {
-        return Err(list_options_invalid(
-            "sendInitialEvents",
-            "sendInitialEvents is forbidden for list",
-        ));
+        return Err(list_options_invalid("sendInitialEvents", "sendInitialEvents is forbidden for list"));
     }
     let (labels, fields) = selectors(ctx, &target.spec)?;
     let store = lock(&inner.store);
     let items: Vec<Value> = store
-        .list(
-            &target.spec.group,
-            &target.spec.plural,
-            target.namespace.as_deref(),
-        )
+        .list(&target.spec.group, &target.spec.plural, target.namespace.as_deref())
         .into_iter()
         .map(|(_, s)| &s.value)
         .filter(|o| labels.matches(&super::selectors::labels_of(o)) && fields.matches(o))
         .cloned()
         .collect();
     let rv = store.current_rv();
-    Ok(json_response(
-        StatusCode::OK,
-        &render::list(&target.spec, &target.version, &items, rv, repr),
-    ))
+    Ok(json_response(StatusCode::OK, &render::list(&target.spec, &target.version, &items, rv, repr)))
 }
 
 fn list_options_invalid(field: &str, detail: &str) -> ApiError {
@@ -389,11 +285,7 @@ fn start_watch(
 ) -> Result<Response, ApiError> {
     let send_initial_events = ctx.flag("sendInitialEvents");
     let allow_bookmarks = ctx.flag("allowWatchBookmarks");
-    let rv_match = ctx
-        .query
-        .get("resourceVersionMatch")
-        .map(String::as_str)
-        .unwrap_or_default();
+    let rv_match = ctx.query.get("resourceVersionMatch").map(String::as_str).unwrap_or_default();
     if send_initial_events {
         if rv_match != "NotOlderThan" {
             return Err(list_options_invalid(
@@ -438,20 +330,10 @@ fn start_watch(
         watch::open(&store, req)?
     };
     let body = Body::from_stream(open.into_stream());
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn get(
-    inner: &Arc<Inner>,
-    target: &Target,
-    sub: Option<&str>,
-    repr: Representation,
-) -> Result<Response, ApiError> {
+fn get(inner: &Arc<Inner>, target: &Target, sub: Option<&str>, repr: Representation) -> Result<Response, ApiError> {
     let store = lock(&inner.store);
     let ns = target.namespace.clone().unwrap_or_default();
     let name = target.name.clone().unwrap_or_default();
@@ -465,22 +347,13 @@ fn get(
         if target.spec.namespaced { &ns } else { "" },
         &name,
     );
-    let stored = store
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(&target.spec.group, &target.spec.plural, &name))?;
+    let stored = store.get(&key).ok_or_else(|| ApiError::not_found(&target.spec.group, &target.spec.plural, &name))?;
     let rv = store.current_rv();
-    Ok(json_response(
-        StatusCode::OK,
-        &render::single(&target.spec, &target.version, &stored.value, repr, rv),
-    ))
+    Ok(json_response(StatusCode::OK, &render::single(&target.spec, &target.version, &stored.value, repr, rv)))
 }
 
 fn sub_of(sub: Option<&str>) -> Sub {
-    if sub == Some("status") {
-        Sub::Status
-    } else {
-        Sub::Main
-    }
+    if sub == Some("status") { Sub::Status } else { Sub::Main }
 }
 
 fn put(
@@ -496,33 +369,12 @@ fn put(
     let name = target.name.clone().unwrap_or_default();
     let mut store = lock(&inner.store);
     if sub == Some("scale") {
-        let scale = ops::update_scale(
-            &mut store,
-            &target.spec,
-            &target.version,
-            &ns,
-            &name,
-            &body,
-            &opts,
-        )?;
+        let scale = ops::update_scale(&mut store, &target.spec, &target.version, &ns, &name, &body, &opts)?;
         return Ok(json_response(StatusCode::OK, &scale));
     }
-    let updated = ops::update(
-        &mut store,
-        &target.spec,
-        &target.version,
-        &ns,
-        &name,
-        body,
-        sub_of(sub),
-        &opts,
-        None,
-    )?;
+    let updated = ops::update(&mut store, &target.spec, &target.version, &ns, &name, body, sub_of(sub), &opts, None)?;
     let rv = store.current_rv();
-    Ok(json_response(
-        StatusCode::OK,
-        &render::single(&target.spec, &target.version, &updated, repr, rv),
-    ))
+    Ok(json_response(StatusCode::OK, &render::single(&target.spec, &target.version, &updated, repr, rv)))
 }
 
 fn patch(
@@ -533,8 +385,7 @@ fn patch(
     repr: Representation,
 ) -> Result<Response, ApiError> {
     let content_type = ctx.header(header::CONTENT_TYPE);
-    let kind = PatchKind::from_content_type(content_type)
-        .ok_or_else(|| {
+    let kind = PatchKind::from_content_type(content_type).ok_or_else(|| {
         ApiError::unsupported_media_type(
             content_type,
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
@@ -546,16 +397,7 @@ fn patch(
     let name = target.name.clone().unwrap_or_default();
     let mut store = lock(&inner.store);
     if sub == Some("scale") {
-        let scale = ops::patch_scale(
-            &mut store,
-            &target.spec,
-            &target.version,
-            &ns,
-            &name,
-            kind,
-            ctx.body,
-            &opts,
-        )?;
+        let scale = ops::patch_scale(&mut store, &target.spec, &target.version, &ns, &name, kind, ctx.body, &opts)?;
         return Ok(json_response(StatusCode::OK, &scale));
     }
     let key_exists = store
@@ -566,84 +408,41 @@ fn patch(
             &name,
         ))
         .is_some();
-    let patched = ops::patch(
-        &mut store,
-        &target.spec,
-        &target.version,
-        &ns,
-        &name,
-        kind,
-        ctx.body,
-        sub_of(sub),
-        &opts,
-    )?;
+    let patched =
+        ops::patch(&mut store, &target.spec, &target.version, &ns, &name, kind, ctx.body, sub_of(sub), &opts)?;
     let rv = store.current_rv();
-    let status = if key_exists {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(json_response(
-        status,
-        &render::single(&target.spec, &target.version, &patched, repr, rv),
-    ))
+    let status = if key_exists { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json_response(status, &render::single(&target.spec, &target.version, &patched, repr, rv)))
 }
 
 fn delete_opts(ctx: &RequestCtx<'_>) -> Result<DeleteOpts, ApiError> {
-    let mut opts = DeleteOpts {
-        dry_run: ctx.query.get("dryRun").is_some_and(|v| v == "All"),
-        ..Default::default()
-    };
+    let mut opts = DeleteOpts { dry_run: ctx.query.get("dryRun").is_some_and(|v| v == "All"), ..Default::default() };
     if !ctx.body.is_empty() {
         let body = ctx.json_body()?;
-        opts.uid = body
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        opts.resource_version = body
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if body
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|v| v == "All"))
-        {
+        opts.uid = body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.resource_version =
+            body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        if body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
             opts.dry_run = true;
         }
     }
     Ok(opts)
 }
 
-fn delete_collection(
-    inner: &Arc<Inner>,
-    ctx: &RequestCtx<'_>,
-    target: &Target,
-) -> Result<Response, ApiError> {
+fn delete_collection(inner: &Arc<Inner>, ctx: &RequestCtx<'_>, target: &Target) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(ctx, &target.spec)?;
     let opts = delete_opts(ctx)?;
     let mut store = lock(&inner.store);
     let victims: Vec<(String, String)> = store
-        .list(
-            &target.spec.group,
-            &target.spec.plural,
-            target.namespace.as_deref(),
-        )
+        .list(&target.spec.group, &target.spec.plural, target.namespace.as_deref())
         .into_iter()
-        .filter(|(_, s)| {
-            labels.matches(&super::selectors::labels_of(&s.value)) && fields.matches(&s.value)
-        })
+        .filter(|(_, s)| labels.matches(&super::selectors::labels_of(&s.value)) && fields.matches(&s.value))
         .map(|(k, _)| (k.namespace.clone(), k.name.clone()))
         .collect();
     let mut items = Vec::new();
     for (ns, name) in victims {
         let before = store
-            .get(&super::store::ObjKey::new(
-                &target.spec.group,
-                &target.spec.plural,
-                &ns,
-                &name,
-            ))
+            .get(&super::store::ObjKey::new(&target.spec.group, &target.spec.plural, &ns, &name))
             .map(|s| s.value.clone());
         ops::delete(&mut store, &target.spec, &ns, &name, &opts)?;
         if let Some(obj) = before {
@@ -651,14 +450,5 @@ fn delete_collection(
         }
     }
     let rv = store.current_rv();
-    Ok(json_response(
-        StatusCode::OK,
-        &render::list(
-            &target.spec,
-            &target.version,
-            &items,
-            rv,
-            Representation::Full,
-        ),
-    ))
+    Ok(json_response(StatusCode::OK, &render::list(&target.spec, &target.version, &items, rv, Representation::Full)))
 }

@@ -41,8 +41,5 @@ pub fn render(addr: SocketAddr, namespace: &str) -> Result<String, KubeconfigErr
 /// Writes the kubeconfig to `path`.
 pub fn write(addr: SocketAddr, path: &Path) -> Result<(), KubeconfigError> {
     let text = render(addr, "default")?;
-    std::fs::write(path, text).map_err(|source| KubeconfigError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::write(path, text).map_err(|source| KubeconfigError::Write { path: path.display().to_string(), source })
 }

@@ -112,11 +112,7 @@ pub struct Gvr {
 impl Gvr {
     /// A GVR from its parts.
     pub fn new(group: &str, version: &str, plural: &str) -> Self {
-        Self {
-            group: group.into(),
-            version: version.into(),
-            plural: plural.into(),
-        }
+        Self { group: group.into(), version: version.into(), plural: plural.into() }
     }
 
     /// The GVR of a k8s-openapi or `#[derive(CustomResource)]` type.
@@ -139,9 +135,7 @@ impl Default for FakeApiServerBuilder {
     fn default() -> Self {
         Self {
             kinds: builtin_kinds(),
-            namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"]
-                .map(String::from)
-                .to_vec(),
+            namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec(),
             bookmark_interval: Duration::from_secs(2),
             default_watch_timeout: Duration::from_secs(1800),
             simulate_workloads: false,
@@ -152,8 +146,7 @@ impl Default for FakeApiServerBuilder {
 impl FakeApiServerBuilder {
     /// Serves an extra kind (as if its CRD were installed, without a CRD object).
     pub fn with_kind(mut self, spec: ApiResourceSpec) -> Self {
-        self.kinds
-            .retain(|k| !(k.group == spec.group && k.plural == spec.plural));
+        self.kinds.retain(|k| !(k.group == spec.group && k.plural == spec.plural));
         self.kinds.push(spec);
         self
     }
@@ -192,10 +185,7 @@ impl FakeApiServerBuilder {
         if let Some(ns_spec) = ns_spec {
             for name in &self.namespaces {
                 let body = json!({"metadata": {"name": name}});
-                let opts = WriteOpts {
-                    field_manager: "fake-apiserver".into(),
-                    ..Default::default()
-                };
+                let opts = WriteOpts { field_manager: "fake-apiserver".into(), ..Default::default() };
                 // A duplicate namespace in the builder is harmless: the first one wins.
                 let _ = ops::create(&mut store, &ns_spec, "v1", "", body, &opts, None);
             }
@@ -211,10 +201,7 @@ impl FakeApiServerBuilder {
         });
         FakeApiServer {
             inner,
-            listeners: Arc::new(Listeners {
-                tasks: Mutex::new(Vec::new()),
-                addr: Mutex::new(None),
-            }),
+            listeners: Arc::new(Listeners { tasks: Mutex::new(Vec::new()), addr: Mutex::new(None) }),
         }
     }
 }
@@ -234,9 +221,7 @@ impl Default for FakeApiServer {
 
 impl std::fmt::Debug for FakeApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeApiServer")
-            .field("addr", &self.addr())
-            .finish_non_exhaustive()
+        f.debug_struct("FakeApiServer").field("addr", &self.addr()).finish_non_exhaustive()
     }
 }
 
@@ -267,8 +252,7 @@ impl FakeApiServer {
 
     /// Serves over HTTP on `127.0.0.1:<free port>` until the last handle is dropped; returns the address.
     pub async fn serve_tcp(&self) -> std::io::Result<SocketAddr> {
-        self.serve_tcp_at(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
+        self.serve_tcp_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     /// Serves over HTTP on `addr` (port 0 picks a free one) until the last handle is dropped.
@@ -333,11 +317,7 @@ impl FakeApiServer {
     }
 
     fn spec_for(store: &Store, gvr: &Gvr) -> Result<ApiResourceSpec, ApiError> {
-        store
-            .registry
-            .find(&gvr.group, &gvr.version, &gvr.plural)
-            .cloned()
-            .ok_or_else(ApiError::no_such_path)
+        store.registry.find(&gvr.group, &gvr.version, &gvr.plural).cloned().ok_or_else(ApiError::no_such_path)
     }
 
     /// The stored object, as JSON in the GVR's version.
@@ -345,9 +325,7 @@ impl FakeApiServer {
         let store = lock(&self.inner.store);
         let spec = Self::spec_for(&store, gvr).ok()?;
         let key = ObjKey::new(&gvr.group, &gvr.plural, namespace.unwrap_or(""), name);
-        store
-            .get(&key)
-            .map(|s| render::object(&spec, &gvr.version, &s.value))
+        store.get(&key).map(|s| render::object(&spec, &gvr.version, &s.value))
     }
 
     /// All stored objects of a kind (in one namespace or all).
@@ -366,20 +344,12 @@ impl FakeApiServer {
     /// Creates or unconditionally replaces an object (whatever `resourceVersion` it carries), as another
     /// client would; goes through the same admission, generation and watch logic as API requests. Status is
     /// only written through [`set_status`](Self::set_status) when the kind has a status subresource.
-    pub fn put_json(
-        &self,
-        gvr: &Gvr,
-        namespace: Option<&str>,
-        mut obj: Value,
-    ) -> Result<Value, ApiError> {
+    pub fn put_json(&self, gvr: &Gvr, namespace: Option<&str>, mut obj: Value) -> Result<Value, ApiError> {
         let mut store = lock(&self.inner.store);
         let spec = Self::spec_for(&store, gvr)?;
         let ns = namespace.unwrap_or("");
         let name = objects::meta_nonempty(&obj, "name").map(str::to_string);
-        let opts = WriteOpts {
-            field_manager: HOOK_MANAGER.into(),
-            ..Default::default()
-        };
+        let opts = WriteOpts { field_manager: HOOK_MANAGER.into(), ..Default::default() };
         let current_rv = name
             .as_ref()
             .and_then(|n| store.get(&ObjKey::new(&gvr.group, &gvr.plural, ns, n)))
@@ -391,40 +361,19 @@ impl FakeApiServer {
             };
         }
         match name {
-            Some(name) if current_rv.is_some() => ops::update(
-                &mut store,
-                &spec,
-                &gvr.version,
-                ns,
-                &name,
-                obj,
-                Sub::Main,
-                &opts,
-                None,
-            ),
+            Some(name) if current_rv.is_some() => {
+                ops::update(&mut store, &spec, &gvr.version, ns, &name, obj, Sub::Main, &opts, None)
+            }
             _ => ops::create(&mut store, &spec, &gvr.version, ns, obj, &opts, None),
         }
     }
 
     /// Replaces `.status` of an object unconditionally, as its controller would through `/status`.
-    pub fn set_status(
-        &self,
-        gvr: &Gvr,
-        namespace: Option<&str>,
-        name: &str,
-        status: Value,
-    ) -> Result<Value, ApiError> {
+    pub fn set_status(&self, gvr: &Gvr, namespace: Option<&str>, name: &str, status: Value) -> Result<Value, ApiError> {
         let mut store = lock(&self.inner.store);
         let spec = Self::spec_for(&store, gvr)?;
-        let opts = WriteOpts {
-            field_manager: HOOK_MANAGER.into(),
-            ..Default::default()
-        };
-        let sub = if spec.status_subresource {
-            Sub::Status
-        } else {
-            Sub::Main
-        };
+        let opts = WriteOpts { field_manager: HOOK_MANAGER.into(), ..Default::default() };
+        let sub = if spec.status_subresource { Sub::Status } else { Sub::Main };
         let ns = namespace.unwrap_or("");
         let key = ObjKey::new(&gvr.group, &gvr.plural, ns, name);
         // The current object (with its resourceVersion) carrying the new status.
@@ -433,17 +382,7 @@ impl FakeApiServer {
             .map(|s| s.value.clone())
             .ok_or_else(|| ApiError::not_found(&gvr.group, &gvr.plural, name))?;
         objects::set_at(&mut body, ".status", status);
-        ops::update(
-            &mut store,
-            &spec,
-            &gvr.version,
-            ns,
-            name,
-            body,
-            sub,
-            &opts,
-            None,
-        )
+        ops::update(&mut store, &spec, &gvr.version, ns, name, body, sub, &opts, None)
     }
 
     /// Sets the desired replicas through `/scale`, as `kubectl scale` or another autoscaler would.
@@ -456,20 +395,9 @@ impl FakeApiServer {
     ) -> Result<Value, ApiError> {
         let mut store = lock(&self.inner.store);
         let spec = Self::spec_for(&store, gvr)?;
-        let opts = WriteOpts {
-            field_manager: HOOK_MANAGER.into(),
-            ..Default::default()
-        };
+        let opts = WriteOpts { field_manager: HOOK_MANAGER.into(), ..Default::default() };
         let body = json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "spec": {"replicas": replicas}});
-        ops::update_scale(
-            &mut store,
-            &spec,
-            &gvr.version,
-            namespace.unwrap_or(""),
-            name,
-            &body,
-            &opts,
-        )
+        ops::update_scale(&mut store, &spec, &gvr.version, namespace.unwrap_or(""), name, &body, &opts)
     }
 
     /// Creates a namespace (no-op if it exists).
@@ -478,25 +406,14 @@ impl FakeApiServer {
         if self.get_json(&gvr, None, name).is_some() {
             return Ok(());
         }
-        self.put_json(&gvr, None, json!({"metadata": {"name": name}}))
-            .map(|_| ())
+        self.put_json(&gvr, None, json!({"metadata": {"name": name}})).map(|_| ())
     }
 
     /// Field managers of an object: (manager, is-apply, owned fields such as `.spec.replicas`).
-    pub fn field_managers(
-        &self,
-        gvr: &Gvr,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Vec<(String, bool, Vec<String>)> {
+    pub fn field_managers(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Vec<(String, bool, Vec<String>)> {
         let store = lock(&self.inner.store);
         store
-            .get(&ObjKey::new(
-                &gvr.group,
-                &gvr.plural,
-                namespace.unwrap_or(""),
-                name,
-            ))
+            .get(&ObjKey::new(&gvr.group, &gvr.plural, namespace.unwrap_or(""), name))
             .map(|s| s.owners.managers())
             .unwrap_or_default()
     }

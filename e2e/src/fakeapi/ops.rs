@@ -51,12 +51,7 @@ pub struct DeleteOpts {
 }
 
 fn object_key(spec: &ApiResourceSpec, namespace: &str, name: &str) -> ObjKey {
-    ObjKey::new(
-        &spec.group,
-        &spec.plural,
-        if spec.namespaced { namespace } else { "" },
-        name,
-    )
+    ObjKey::new(&spec.group, &spec.plural, if spec.namespaced { namespace } else { "" }, name)
 }
 
 fn set_type_meta(spec: &ApiResourceSpec, version: &str, obj: &mut Value) {
@@ -90,15 +85,9 @@ fn check_type_meta(spec: &ApiResourceSpec, version: &str, obj: &Value) -> Result
     Ok(())
 }
 
-fn check_namespace(
-    spec: &ApiResourceSpec,
-    namespace: &str,
-    obj: &mut Value,
-) -> Result<(), ApiError> {
+fn check_namespace(spec: &ApiResourceSpec, namespace: &str, obj: &mut Value) -> Result<(), ApiError> {
     let Some(meta) = meta_mut(obj) else {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     };
     if !spec.namespaced {
         meta.remove("namespace");
@@ -127,9 +116,7 @@ pub fn create(
 ) -> Result<Value, ApiError> {
     let mut obj = body;
     if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     check_type_meta(spec, version, &obj)?;
     check_namespace(spec, namespace, &mut obj)?;
@@ -152,11 +139,7 @@ pub fn create(
         },
     };
     validate_name(spec, &name)?;
-    if spec.namespaced
-        && store
-            .get(&ObjKey::new("", "namespaces", "", namespace))
-            .is_none()
-    {
+    if spec.namespaced && store.get(&ObjKey::new("", "namespaces", "", namespace)).is_none() {
         return Err(ApiError::not_found("", "namespaces", namespace));
     }
     if meta_nonempty(&obj, "resourceVersion").is_some() {
@@ -173,12 +156,7 @@ pub fn create(
         meta.insert("name".into(), json!(name));
         meta.insert("uid".into(), json!(uid));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        for f in [
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-            "selfLink",
-        ] {
+        for f in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
             meta.remove(f);
         }
         if spec.has_generation {
@@ -213,12 +191,7 @@ pub fn create(
     Ok(stored)
 }
 
-fn precondition_checks(
-    spec: &ApiResourceSpec,
-    name: &str,
-    old: &Value,
-    new: &Value,
-) -> Result<(), ApiError> {
+fn precondition_checks(spec: &ApiResourceSpec, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
     if let Some(rv) = meta_nonempty(new, "resourceVersion")
         && Some(rv) != meta_str(old, "resourceVersion")
     {
@@ -231,12 +204,7 @@ fn precondition_checks(
             "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
             meta_str(old, "uid").unwrap_or_default()
         );
-        return Err(ApiError::precondition_failed(
-            &spec.group,
-            &spec.plural,
-            name,
-            &what,
-        ));
+        return Err(ApiError::precondition_failed(&spec.group, &spec.plural, name, &what));
     }
     Ok(())
 }
@@ -256,9 +224,7 @@ pub fn update(
 ) -> Result<Value, ApiError> {
     let mut new = body;
     if !new.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     check_type_meta(spec, version, &new)?;
     check_namespace(spec, namespace, &mut new)?;
@@ -336,14 +302,9 @@ pub fn update(
     admit(spec, version, name, &mut obj)?;
     if spec.has_generation
         && sub == Sub::Main
-        && without_meta(&obj, spec.status_subresource)
-            != without_meta(&old, spec.status_subresource)
+        && without_meta(&obj, spec.status_subresource) != without_meta(&old, spec.status_subresource)
     {
-        let generation = old
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            + 1;
+        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         if let Some(meta) = meta_mut(&mut obj) {
             meta.insert("generation".into(), json!(generation));
         }
@@ -383,17 +344,12 @@ pub fn update(
 
 fn deleting_and_unfinalized(obj: &Value) -> bool {
     meta_nonempty(obj, "deletionTimestamp").is_some()
-        && obj
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
+        && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty)
 }
 
 fn patch_error(spec: &ApiResourceSpec, name: &str, err: PatchError) -> ApiError {
     match err {
-        PatchError::JsonPatch(e) => {
-            ApiError::unprocessable_patch(&spec.group, &spec.kind, name, e.to_string())
-        }
+        PatchError::JsonPatch(e) => ApiError::unprocessable_patch(&spec.group, &spec.kind, name, e.to_string()),
         other => ApiError::bad_request(other.to_string()),
     }
 }
@@ -415,15 +371,11 @@ pub fn patch(
     let existing = store.get(&key).map(|s| (s.value.clone(), s.owners.clone()));
     if kind == PatchKind::Apply {
         if !opts.explicit_manager {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-            ));
+            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
         }
         let config = decode_body(body, true).map_err(|e| patch_error(spec, name, e))?;
         if !config.is_object() {
-            return Err(ApiError::bad_request(
-                "apply patch must be a JSON or YAML object",
-            ));
+            return Err(ApiError::bad_request("apply patch must be a JSON or YAML object"));
         }
         if let Some(n) = meta_nonempty(&config, "name")
             && n != name
@@ -449,17 +401,7 @@ pub fn patch(
                 let merged = owners
                     .apply(&opts.field_manager, opts.force, Some(&old), &config)
                     .map_err(|c| ApiError::apply_conflict(&spec.group, &spec.plural, name, &c))?;
-                update(
-                    store,
-                    spec,
-                    version,
-                    namespace,
-                    name,
-                    merged,
-                    sub,
-                    opts,
-                    Some(owners),
-                )
+                update(store, spec, version, namespace, name, merged, sub, opts, Some(owners))
             }
         };
     }
@@ -469,9 +411,7 @@ pub fn patch(
     let mut base = old;
     set_type_meta(spec, version, &mut base);
     let patched = apply_patch(kind, &base, body).map_err(|e| patch_error(spec, name, e))?;
-    update(
-        store, spec, version, namespace, name, patched, sub, opts, None,
-    )
+    update(store, spec, version, namespace, name, patched, sub, opts, None)
 }
 
 /// DELETE of one object. Returns the body to answer with: the object (while finalizers hold it, or for kinds
@@ -496,12 +436,7 @@ pub fn delete(
             "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
             meta_str(&old, "uid").unwrap_or_default()
         );
-        return Err(ApiError::precondition_failed(
-            &spec.group,
-            &spec.plural,
-            name,
-            &what,
-        ));
+        return Err(ApiError::precondition_failed(&spec.group, &spec.plural, name, &what));
     }
     if let Some(rv) = &opts.resource_version
         && Some(rv.as_str()) != meta_str(&old, "resourceVersion")
@@ -510,17 +445,9 @@ pub fn delete(
             "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
             meta_str(&old, "resourceVersion").unwrap_or_default()
         );
-        return Err(ApiError::precondition_failed(
-            &spec.group,
-            &spec.plural,
-            name,
-            &what,
-        ));
+        return Err(ApiError::precondition_failed(&spec.group, &spec.plural, name, &what));
     }
-    let has_finalizers = old
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     if has_finalizers {
         if meta_nonempty(&old, "deletionTimestamp").is_some() || opts.dry_run {
             return Ok(old);
@@ -544,12 +471,7 @@ pub fn delete(
     if spec.returns_deleted_object {
         Ok(removed)
     } else {
-        Ok(success_status(
-            &spec.group,
-            &spec.plural,
-            name,
-            meta_str(&removed, "uid").unwrap_or_default(),
-        ))
+        Ok(success_status(&spec.group, &spec.plural, name, meta_str(&removed, "uid").unwrap_or_default()))
     }
 }
 
@@ -574,22 +496,14 @@ fn establish_crd(store: &mut Store, crd: &Value) -> Result<(), ApiError> {
     let established = crd
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Established" && c["status"] == "True")
-        });
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
     if established {
         return Ok(());
     }
     let Some(name) = meta_str(crd, "name") else {
         return Ok(());
     };
-    let key = ObjKey::new(
-        "apiextensions.k8s.io",
-        "customresourcedefinitions",
-        "",
-        name,
-    );
+    let key = ObjKey::new("apiextensions.k8s.io", "customresourcedefinitions", "", name);
     let Some(stored) = store.get(&key) else {
         return Ok(());
     };
@@ -616,14 +530,8 @@ fn establish_crd(store: &mut Store, crd: &Value) -> Result<(), ApiError> {
 
 /// What a Deployment/StatefulSet/ReplicaSet controller with instantly ready pods would report.
 fn converge_workload(store: &mut Store, spec: &ApiResourceSpec, obj: &Value) {
-    let replicas = obj
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let generation = obj
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
+    let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
     let status = obj.get("status").cloned().unwrap_or(json!({}));
     if status.get("replicas").and_then(Value::as_i64) == Some(replicas)
         && status.get("observedGeneration").and_then(Value::as_i64) == Some(generation)
@@ -640,13 +548,7 @@ fn converge_workload(store: &mut Store, spec: &ApiResourceSpec, obj: &Value) {
     let owners = stored.owners.clone();
     let mut updated = stored.value.clone();
     let mut new_status = status;
-    for field in [
-        "replicas",
-        "readyReplicas",
-        "availableReplicas",
-        "updatedReplicas",
-        "currentReplicas",
-    ] {
+    for field in ["replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "currentReplicas"] {
         set_at(&mut new_status, field, json!(replicas));
     }
     set_at(&mut new_status, "observedGeneration", json!(generation));
@@ -661,11 +563,7 @@ fn after_delete(store: &mut Store, spec: &ApiResourceSpec, key: &ObjKey) -> Resu
     match (spec.group.as_str(), spec.plural.as_str()) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             if let Some((plural, group)) = key.name.split_once('.') {
-                let keys: Vec<ObjKey> = store
-                    .list(group, plural, None)
-                    .into_iter()
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let keys: Vec<ObjKey> = store.list(group, plural, None).into_iter().map(|(k, _)| k.clone()).collect();
                 for k in keys {
                     store.remove(&k);
                 }
@@ -673,13 +571,7 @@ fn after_delete(store: &mut Store, spec: &ApiResourceSpec, key: &ObjKey) -> Resu
             }
         }
         ("", "namespaces") => {
-            let kinds: Vec<ApiResourceSpec> = store
-                .registry
-                .all()
-                .iter()
-                .filter(|k| k.namespaced)
-                .cloned()
-                .collect();
+            let kinds: Vec<ApiResourceSpec> = store.registry.all().iter().filter(|k| k.namespaced).cloned().collect();
             for kind in kinds {
                 let keys: Vec<ObjKey> = store
                     .list(&kind.group, &kind.plural, Some(&key.name))
@@ -699,11 +591,7 @@ fn after_delete(store: &mut Store, spec: &ApiResourceSpec, key: &ObjKey) -> Resu
 /// The `autoscaling/v1` `Scale` view of an object.
 pub fn scale_of(spec: &ApiResourceSpec, obj: &Value) -> Result<Value, ApiError> {
     let scale = spec.scale.as_ref().ok_or_else(ApiError::no_such_path)?;
-    let int_at = |path: &str| {
-        obj.pointer(&pointer_of(path))
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-    };
+    let int_at = |path: &str| obj.pointer(&pointer_of(path)).and_then(Value::as_i64).unwrap_or(0);
     let selector = scale
         .label_selector_path
         .as_deref()
@@ -734,17 +622,10 @@ pub fn scale_of(spec: &ApiResourceSpec, obj: &Value) -> Result<Value, ApiError> 
 }
 
 /// GET `/scale`.
-pub fn get_scale(
-    store: &Store,
-    spec: &ApiResourceSpec,
-    namespace: &str,
-    name: &str,
-) -> Result<Value, ApiError> {
+pub fn get_scale(store: &Store, spec: &ApiResourceSpec, namespace: &str, name: &str) -> Result<Value, ApiError> {
     spec.scale.as_ref().ok_or_else(ApiError::no_such_path)?;
     let key = object_key(spec, namespace, name);
-    let stored = store
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(&spec.group, &spec.plural, name))?;
+    let stored = store.get(&key).ok_or_else(|| ApiError::not_found(&spec.group, &spec.plural, name))?;
     scale_of(spec, &stored.value)
 }
 
@@ -760,19 +641,11 @@ pub fn update_scale(
     opts: &WriteOpts,
 ) -> Result<Value, ApiError> {
     let scale = spec.scale.clone().ok_or_else(ApiError::no_such_path)?;
-    if body
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k != "Scale")
-    {
-        return Err(ApiError::bad_request(
-            "the body of a /scale request must be an autoscaling/v1 Scale",
-        ));
+    if body.get("kind").and_then(Value::as_str).is_some_and(|k| k != "Scale") {
+        return Err(ApiError::bad_request("the body of a /scale request must be an autoscaling/v1 Scale"));
     }
     let key = object_key(spec, namespace, name);
-    let stored = store
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(&spec.group, &spec.plural, name))?;
+    let stored = store.get(&key).ok_or_else(|| ApiError::not_found(&spec.group, &spec.plural, name))?;
     let mut obj = stored.value.clone();
     if let Some(rv) = meta_nonempty(body, "resourceVersion")
         && Some(rv) != meta_str(&obj, "resourceVersion")
@@ -782,7 +655,9 @@ pub fn update_scale(
     let replicas = match body.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
         Some(v) => v.as_i64().ok_or_else(|| {
-            ApiError::bad_request(format!("Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: {v} is not an integer"))
+            ApiError::bad_request(format!(
+                "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: {v} is not an integer"
+            ))
         })?,
     };
     if replicas < 0 {
@@ -798,17 +673,7 @@ pub fn update_scale(
         ));
     }
     set_at(&mut obj, &scale.spec_replicas_path, json!(replicas));
-    let updated = update(
-        store,
-        spec,
-        version,
-        namespace,
-        name,
-        obj,
-        Sub::Main,
-        opts,
-        None,
-    )?;
+    let updated = update(store, spec, version, namespace, name, obj, Sub::Main, opts, None)?;
     scale_of(spec, &updated)
 }
 
@@ -836,24 +701,9 @@ mod tests {
 
     fn store() -> (Store, ApiResourceSpec) {
         let mut store = Store::new(Registry::new(builtin_kinds()));
-        let ns = builtin_kinds()
-            .into_iter()
-            .find(|k| k.plural == "namespaces")
-            .expect("ns");
-        create(
-            &mut store,
-            &ns,
-            "v1",
-            "",
-            json!({"metadata": {"name": "d"}}),
-            &WriteOpts::default(),
-            None,
-        )
-        .expect("ns");
-        let cm = builtin_kinds()
-            .into_iter()
-            .find(|k| k.plural == "configmaps")
-            .expect("cm");
+        let ns = builtin_kinds().into_iter().find(|k| k.plural == "namespaces").expect("ns");
+        create(&mut store, &ns, "v1", "", json!({"metadata": {"name": "d"}}), &WriteOpts::default(), None).expect("ns");
+        let cm = builtin_kinds().into_iter().find(|k| k.plural == "configmaps").expect("cm");
         (store, cm)
     }
 
@@ -861,33 +711,12 @@ mod tests {
     fn unchanged_update_keeps_resource_version() {
         let (mut store, cm) = store();
         let opts = WriteOpts::default();
-        let created = create(
-            &mut store,
-            &cm,
-            "v1",
-            "d",
-            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
-            &opts,
-            None,
-        )
-        .expect("create");
+        let created =
+            create(&mut store, &cm, "v1", "d", json!({"metadata": {"name": "a"}, "data": {"k": "v"}}), &opts, None)
+                .expect("create");
         let rv = store.current_rv();
-        let same = update(
-            &mut store,
-            &cm,
-            "v1",
-            "d",
-            "a",
-            created.clone(),
-            Sub::Main,
-            &opts,
-            None,
-        )
-        .expect("update");
-        assert_eq!(
-            same["metadata"]["resourceVersion"],
-            created["metadata"]["resourceVersion"]
-        );
+        let same = update(&mut store, &cm, "v1", "d", "a", created.clone(), Sub::Main, &opts, None).expect("update");
+        assert_eq!(same["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
         assert_eq!(store.current_rv(), rv);
     }
 
@@ -895,39 +724,16 @@ mod tests {
     fn finalizers_hold_deletion_until_removed() {
         let (mut store, cm) = store();
         let opts = WriteOpts::default();
-        create(
-            &mut store,
-            &cm,
-            "v1",
-            "d",
-            json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}),
-            &opts,
-            None,
-        )
-        .expect("create");
+        create(&mut store, &cm, "v1", "d", json!({"metadata": {"name": "a", "finalizers": ["x/y"]}}), &opts, None)
+            .expect("create");
         let pending = delete(&mut store, &cm, "d", "a", &DeleteOpts::default()).expect("delete");
         assert!(pending["metadata"]["deletionTimestamp"].is_string());
         let patch = br#"{"metadata": {"finalizers": null}}"#;
         patch_fn(&mut store, &cm, patch);
-        assert!(
-            store
-                .get(&ObjKey::new("", "configmaps", "d", "a"))
-                .is_none()
-        );
+        assert!(store.get(&ObjKey::new("", "configmaps", "d", "a")).is_none());
     }
 
     fn patch_fn(store: &mut Store, cm: &ApiResourceSpec, body: &[u8]) {
-        patch(
-            store,
-            cm,
-            "v1",
-            "d",
-            "a",
-            PatchKind::Merge,
-            body,
-            Sub::Main,
-            &WriteOpts::default(),
-        )
-        .expect("patch");
+        patch(store, cm, "v1", "d", "a", PatchKind::Merge, body, Sub::Main, &WriteOpts::default()).expect("patch");
     }
 }

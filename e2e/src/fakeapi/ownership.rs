@@ -51,10 +51,7 @@ pub fn leaves(obj: &Value) -> Vec<FieldPath> {
                 "apiVersion" | "kind" => {}
                 "metadata" => {
                     if let Value::Object(meta) = value {
-                        for (mk, mv) in meta
-                            .iter()
-                            .filter(|(k, _)| !UNTRACKED_METADATA.contains(&k.as_str()))
-                        {
+                        for (mk, mv) in meta.iter().filter(|(k, _)| !UNTRACKED_METADATA.contains(&k.as_str())) {
                             collect(mv, vec!["metadata".into(), mk.clone()], &mut out);
                         }
                     }
@@ -112,14 +109,9 @@ pub fn display(path: &[String]) -> String {
 impl FieldOwners {
     /// Records an ordinary write (create, update, patch) by `manager`: it takes over every field it changed.
     pub fn record_update(&mut self, manager: &str, old: Option<&Value>, new: &Value) {
-        let me = Manager {
-            name: manager.to_string(),
-            apply: false,
-        };
-        let changed: Vec<FieldPath> = leaves(new)
-            .into_iter()
-            .filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p))
-            .collect();
+        let me = Manager { name: manager.to_string(), apply: false };
+        let changed: Vec<FieldPath> =
+            leaves(new).into_iter().filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p)).collect();
         for p in &changed {
             self.take_from_others(&me, p);
         }
@@ -144,14 +136,9 @@ impl FieldOwners {
         live: Option<&Value>,
         config: &Value,
     ) -> Result<Value, Vec<(String, String)>> {
-        let me = Manager {
-            name: manager.to_string(),
-            apply: true,
-        };
+        let me = Manager { name: manager.to_string(), apply: true };
         let config = clean(config);
-        let mut merged = live
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Default::default()));
+        let mut merged = live.cloned().unwrap_or_else(|| Value::Object(Default::default()));
         strategic_merge(&mut merged, &config);
         let config_fields = leaves(&config);
 
@@ -179,14 +166,8 @@ impl FieldOwners {
         }
         // Fields this manager applied before but no longer does are removed, unless someone else owns them too.
         let previous = self.owned.get(&me).cloned().unwrap_or_default();
-        for old in previous
-            .iter()
-            .filter(|o| !config_fields.iter().any(|c| overlaps(c, o)))
-        {
-            let shared = self
-                .owned
-                .iter()
-                .any(|(m, set)| *m != me && set.iter().any(|q| overlaps(q, old)));
+        for old in previous.iter().filter(|o| !config_fields.iter().any(|c| overlaps(c, o))) {
+            let shared = self.owned.iter().any(|(m, set)| *m != me && set.iter().any(|q| overlaps(q, old)));
             if !shared {
                 remove_path(&mut merged, old);
             }
@@ -206,16 +187,7 @@ impl FieldOwners {
 
     /// Managers and the fields they own, for tests and debugging.
     pub fn managers(&self) -> Vec<(String, bool, Vec<String>)> {
-        self.owned
-            .iter()
-            .map(|(m, set)| {
-                (
-                    m.name.clone(),
-                    m.apply,
-                    set.iter().map(|p| display(p)).collect(),
-                )
-            })
-            .collect()
+        self.owned.iter().map(|(m, set)| (m.name.clone(), m.apply, set.iter().map(|p| display(p)).collect())).collect()
     }
 }
 
@@ -228,71 +200,33 @@ mod tests {
     fn second_applier_conflicts_on_a_field_with_a_different_value() {
         let mut owners = FieldOwners::default();
         let live = owners
-            .apply(
-                "a",
-                false,
-                Some(&json!({"metadata": {"name": "l"}})),
-                &json!({"spec": {"holderIdentity": "a"}}),
-            )
+            .apply("a", false, Some(&json!({"metadata": {"name": "l"}})), &json!({"spec": {"holderIdentity": "a"}}))
             .expect("first apply");
-        let err = owners
-            .apply(
-                "b",
-                false,
-                Some(&live),
-                &json!({"spec": {"holderIdentity": "b"}}),
-            )
-            .expect_err("conflict");
-        assert_eq!(
-            err,
-            vec![("a".to_string(), ".spec.holderIdentity".to_string())]
-        );
+        let err =
+            owners.apply("b", false, Some(&live), &json!({"spec": {"holderIdentity": "b"}})).expect_err("conflict");
+        assert_eq!(err, vec![("a".to_string(), ".spec.holderIdentity".to_string())]);
         // Same value is shared ownership, not a conflict; force takes the field over.
-        assert!(
-            owners
-                .apply(
-                    "c",
-                    false,
-                    Some(&live),
-                    &json!({"spec": {"holderIdentity": "a"}})
-                )
-                .is_ok()
-        );
-        let forced = owners
-            .apply(
-                "b",
-                true,
-                Some(&live),
-                &json!({"spec": {"holderIdentity": "b"}}),
-            )
-            .expect("forced");
+        assert!(owners.apply("c", false, Some(&live), &json!({"spec": {"holderIdentity": "a"}})).is_ok());
+        let forced = owners.apply("b", true, Some(&live), &json!({"spec": {"holderIdentity": "b"}})).expect("forced");
         assert_eq!(forced["spec"]["holderIdentity"], "b");
     }
 
     #[test]
     fn fields_dropped_from_an_apply_are_removed_unless_shared() {
         let mut owners = FieldOwners::default();
-        let live = owners
-            .apply("a", false, None, &json!({"spec": {"x": 1, "y": 2}}))
-            .expect("apply");
-        let live = owners
-            .apply("a", false, Some(&live), &json!({"spec": {"x": 1}}))
-            .expect("apply");
+        let live = owners.apply("a", false, None, &json!({"spec": {"x": 1, "y": 2}})).expect("apply");
+        let live = owners.apply("a", false, Some(&live), &json!({"spec": {"x": 1}})).expect("apply");
         assert_eq!(live, json!({"spec": {"x": 1}}));
     }
 
     #[test]
     fn an_update_takes_over_fields_it_changes() {
         let mut owners = FieldOwners::default();
-        let live = owners
-            .apply("a", false, None, &json!({"spec": {"x": 1}}))
-            .expect("apply");
+        let live = owners.apply("a", false, None, &json!({"spec": {"x": 1}})).expect("apply");
         let updated = json!({"spec": {"x": 2}});
         owners.record_update("kubectl", Some(&live), &updated);
         // "a" no longer owns spec.x, so re-applying its old value conflicts with kubectl's update.
-        let err = owners
-            .apply("a", false, Some(&updated), &json!({"spec": {"x": 1}}))
-            .expect_err("conflict");
+        let err = owners.apply("a", false, Some(&updated), &json!({"spec": {"x": 1}})).expect_err("conflict");
         assert_eq!(err[0].0, "kubectl");
     }
 }

@@ -28,9 +28,9 @@ impl PatchKind {
             "application/json-patch+json" => Some(Self::Json),
             "application/merge-patch+json" => Some(Self::Merge),
             "application/strategic-merge-patch+json" => Some(Self::Strategic),
-            "application/apply-patch+yaml"
-            | "application/apply-patch+json"
-            | "application/apply-patch+cbor" => Some(Self::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
+                Some(Self::Apply)
+            }
             _ => None,
         }
     }
@@ -65,8 +65,9 @@ fn type_name(v: &Value) -> &'static str {
 pub fn decode_body(body: &[u8], allow_yaml: bool) -> Result<Value, PatchError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
-        Err(json_err) if allow_yaml => serde_yaml::from_slice::<Value>(body)
-            .map_err(|e| PatchError::Decode(format!("{json_err}; as YAML: {e}"))),
+        Err(json_err) if allow_yaml => {
+            serde_yaml::from_slice::<Value>(body).map_err(|e| PatchError::Decode(format!("{json_err}; as YAML: {e}")))
+        }
         Err(e) => Err(PatchError::Decode(e.to_string())),
     }
 }
@@ -77,8 +78,7 @@ pub fn apply_patch(kind: PatchKind, target: &Value, body: &[u8]) -> Result<Value
     let mut doc = target.clone();
     match kind {
         PatchKind::Json => {
-            let ops: json_patch::Patch =
-                serde_json::from_slice(body).map_err(|e| PatchError::Decode(e.to_string()))?;
+            let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| PatchError::Decode(e.to_string()))?;
             json_patch::patch(&mut doc, &ops)?;
         }
         PatchKind::Merge => {
@@ -103,12 +103,7 @@ pub fn apply_patch(kind: PatchKind, target: &Value, body: &[u8]) -> Result<Value
 pub fn merge_key_for(field: &str, elements: &[Value]) -> Option<&'static str> {
     let has = |key: &str| elements.iter().all(|e| e.get(key).is_some());
     let key = match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "env"
-        | "imagePullSecrets" => "name",
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "conditions" => "type",
@@ -199,12 +194,7 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc7386() {
         let target = json!({"a": {"b": 1, "c": 2}, "list": [1, 2]});
-        let out = apply_patch(
-            PatchKind::Merge,
-            &target,
-            br#"{"a": {"c": null, "d": 3}, "list": [3]}"#,
-        )
-        .expect("ok");
+        let out = apply_patch(PatchKind::Merge, &target, br#"{"a": {"c": null, "d": 3}, "list": [3]}"#).expect("ok");
         assert_eq!(out, json!({"a": {"b": 1, "d": 3}, "list": [3]}));
     }
 
@@ -214,10 +204,7 @@ mod tests {
         let body = br#"[{"op": "test", "path": "/spec/replicas", "value": 3}, {"op": "replace", "path": "/spec/replicas", "value": 5}]"#;
         assert!(apply_patch(PatchKind::Json, &target, body).is_err());
         let body = br#"[{"op": "test", "path": "/spec/replicas", "value": 2}, {"op": "replace", "path": "/spec/replicas", "value": 5}]"#;
-        assert_eq!(
-            apply_patch(PatchKind::Json, &target, body).expect("ok"),
-            json!({"spec": {"replicas": 5}})
-        );
+        assert_eq!(apply_patch(PatchKind::Json, &target, body).expect("ok"), json!({"spec": {"replicas": 5}}));
     }
 
     #[test]
@@ -238,19 +225,13 @@ mod tests {
     #[test]
     fn strategic_merge_delete_directive_removes_element() {
         let mut target = json!({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]});
-        strategic_merge(
-            &mut target,
-            &json!({"env": [{"name": "A", "$patch": "delete"}]}),
-        );
+        strategic_merge(&mut target, &json!({"env": [{"name": "A", "$patch": "delete"}]}));
         assert_eq!(target, json!({"env": [{"name": "B", "value": "2"}]}));
     }
 
     #[test]
     fn unknown_content_type_is_none() {
         assert_eq!(PatchKind::from_content_type("application/json"), None);
-        assert_eq!(
-            PatchKind::from_content_type("application/merge-patch+json; charset=utf-8"),
-            Some(PatchKind::Merge)
-        );
+        assert_eq!(PatchKind::from_content_type("application/merge-patch+json; charset=utf-8"), Some(PatchKind::Merge));
     }
 }

@@ -52,13 +52,7 @@ pub fn metadata_only(obj: &Value) -> Value {
 }
 
 /// One object in the requested representation (a single-row table for `Table`).
-pub fn single(
-    spec: &ApiResourceSpec,
-    version: &str,
-    obj: &Value,
-    repr: Representation,
-    rv: u64,
-) -> Value {
+pub fn single(spec: &ApiResourceSpec, version: &str, obj: &Value, repr: Representation, rv: u64) -> Value {
     match repr {
         Representation::Full => object(spec, version, obj),
         Representation::Metadata => metadata_only(obj),
@@ -67,13 +61,7 @@ pub fn single(
 }
 
 /// A list of objects in the requested representation.
-pub fn list(
-    spec: &ApiResourceSpec,
-    version: &str,
-    items: &[Value],
-    rv: u64,
-    repr: Representation,
-) -> Value {
+pub fn list(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64, repr: Representation) -> Value {
     match repr {
         Representation::Table => table(spec, version, items, rv),
         Representation::Metadata => json!({
@@ -138,11 +126,7 @@ pub fn table(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64) ->
     let workload = spec.group == "apps";
     let mut columns = vec![column("Name", "string")];
     if workload {
-        columns.extend([
-            column("Ready", "string"),
-            column("Up-to-date", "integer"),
-            column("Available", "integer"),
-        ]);
+        columns.extend([column("Ready", "string"), column("Up-to-date", "integer"), column("Available", "integer")]);
     }
     for c in &spec.printer_columns {
         if c.json_path != ".metadata.creationTimestamp" {
@@ -155,28 +139,14 @@ pub fn table(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64) ->
         .map(|o| {
             let mut cells = vec![json!(meta_str(o, "name").unwrap_or_default())];
             if workload {
-                cells.push(json!(format!(
-                    "{}/{}",
-                    int_at(o, "/status/readyReplicas"),
-                    int_at(o, "/spec/replicas")
-                )));
+                cells.push(json!(format!("{}/{}", int_at(o, "/status/readyReplicas"), int_at(o, "/spec/replicas"))));
                 cells.push(json!(int_at(o, "/status/updatedReplicas")));
                 cells.push(json!(int_at(o, "/status/availableReplicas")));
             }
-            for c in spec
-                .printer_columns
-                .iter()
-                .filter(|c| c.json_path != ".metadata.creationTimestamp")
-            {
-                cells.push(
-                    o.pointer(&pointer_of(&c.json_path))
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                );
+            for c in spec.printer_columns.iter().filter(|c| c.json_path != ".metadata.creationTimestamp") {
+                cells.push(o.pointer(&pointer_of(&c.json_path)).cloned().unwrap_or(Value::Null));
             }
-            cells.push(json!(age(
-                meta_str(o, "creationTimestamp").unwrap_or_default()
-            )));
+            cells.push(json!(age(meta_str(o, "creationTimestamp").unwrap_or_default())));
             json!({"cells": cells, "object": metadata_only(&object(spec, version, o))})
         })
         .collect();
@@ -195,18 +165,12 @@ mod tests {
 
     #[test]
     fn negotiation_prefers_the_first_supported_form() {
-        assert_eq!(
-            negotiate("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"),
-            Representation::Table
-        );
+        assert_eq!(negotiate("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"), Representation::Table);
         assert_eq!(
             negotiate("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
             Representation::Metadata
         );
         assert_eq!(negotiate("application/json"), Representation::Full);
-        assert_eq!(
-            negotiate("application/json;as=Unknown,application/json"),
-            Representation::Full
-        );
+        assert_eq!(negotiate("application/json;as=Unknown,application/json"), Representation::Full);
     }
 }

@@ -151,20 +151,13 @@ impl ApiResourceSpec {
 
     /// Adds selectable fields (label, JSON path without the leading dot).
     pub fn with_selectable_fields(mut self, fields: &[(&str, &str)]) -> Self {
-        self.selectable_fields = fields
-            .iter()
-            .map(|(l, p)| (l.to_string(), p.to_string()))
-            .collect();
+        self.selectable_fields = fields.iter().map(|(l, p)| (l.to_string(), p.to_string())).collect();
         self
     }
 
     /// `apps/v1` or `v1` for a version of this kind.
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{}/{version}", self.group)
-        }
+        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
     }
 
     /// The preferred (first) version.
@@ -195,10 +188,7 @@ pub fn builtin_kinds() -> Vec<ApiResourceSpec> {
         ("involvedObject.name", "involvedObject.name"),
         ("involvedObject.uid", "involvedObject.uid"),
         ("involvedObject.apiVersion", "involvedObject.apiVersion"),
-        (
-            "involvedObject.resourceVersion",
-            "involvedObject.resourceVersion",
-        ),
+        ("involvedObject.resourceVersion", "involvedObject.resourceVersion"),
         ("involvedObject.fieldPath", "involvedObject.fieldPath"),
         ("reason", "reason"),
         ("reportingComponent", "reportingComponent"),
@@ -206,27 +196,20 @@ pub fn builtin_kinds() -> Vec<ApiResourceSpec> {
         ("type", "type"),
     ];
     vec![
-        ApiResourceSpec::new("", "v1", "namespaces", "Namespace", false)
-            .with_status()
-            .with_short_names(&["ns"]),
+        ApiResourceSpec::new("", "v1", "namespaces", "Namespace", false).with_status().with_short_names(&["ns"]),
         ApiResourceSpec::new("", "v1", "pods", "Pod", true)
             .with_status()
             .with_generation()
             .with_short_names(&["po"])
             .with_categories(&["all"])
-            .with_selectable_fields(&[
-                ("spec.nodeName", "spec.nodeName"),
-                ("status.phase", "status.phase"),
-            ]),
-        ApiResourceSpec::new("", "v1", "secrets", "Secret", true)
-            .with_selectable_fields(&[("type", "type")]),
+            .with_selectable_fields(&[("spec.nodeName", "spec.nodeName"), ("status.phase", "status.phase")]),
+        ApiResourceSpec::new("", "v1", "secrets", "Secret", true).with_selectable_fields(&[("type", "type")]),
         ApiResourceSpec::new("", "v1", "configmaps", "ConfigMap", true).with_short_names(&["cm"]),
         ApiResourceSpec::new("", "v1", "services", "Service", true)
             .with_status()
             .with_short_names(&["svc"])
             .with_categories(&["all"]),
-        ApiResourceSpec::new("", "v1", "serviceaccounts", "ServiceAccount", true)
-            .with_short_names(&["sa"]),
+        ApiResourceSpec::new("", "v1", "serviceaccounts", "ServiceAccount", true).with_short_names(&["sa"]),
         ApiResourceSpec::new("", "v1", "events", "Event", true)
             .with_short_names(&["ev"])
             .with_selectable_fields(event_fields),
@@ -234,8 +217,7 @@ pub fn builtin_kinds() -> Vec<ApiResourceSpec> {
         workload("statefulsets", "StatefulSet", &["sts"]),
         workload("replicasets", "ReplicaSet", &["rs"]),
         ApiResourceSpec::new("coordination.k8s.io", "v1", "leases", "Lease", true),
-        ApiResourceSpec::new("events.k8s.io", "v1", "events", "Event", true)
-            .with_short_names(&["ev"]),
+        ApiResourceSpec::new("events.k8s.io", "v1", "events", "Event", true).with_short_names(&["ev"]),
         ApiResourceSpec::new(
             "apiextensions.k8s.io",
             "v1",
@@ -274,45 +256,30 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 /// Reads a `CustomResourceDefinition` (apiextensions.k8s.io/v1, as JSON) into the kind it registers.
 pub fn spec_from_crd(crd: &Value) -> Result<ApiResourceSpec, CrdError> {
     let group = str_at(crd, "/spec/group").ok_or(CrdError::MissingField("spec.group"))?;
-    let plural =
-        str_at(crd, "/spec/names/plural").ok_or(CrdError::MissingField("spec.names.plural"))?;
+    let plural = str_at(crd, "/spec/names/plural").ok_or(CrdError::MissingField("spec.names.plural"))?;
     let kind = str_at(crd, "/spec/names/kind").ok_or(CrdError::MissingField("spec.names.kind"))?;
     let scope = str_at(crd, "/spec/scope").ok_or(CrdError::MissingField("spec.scope"))?;
     let name = str_at(crd, "/metadata/name").unwrap_or_default();
     if name != format!("{plural}.{group}") {
-        return Err(CrdError::NameMismatch {
-            name: name.to_string(),
-        });
+        return Err(CrdError::NameMismatch { name: name.to_string() });
     }
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .ok_or(CrdError::MissingField("spec.versions"))?;
+    let versions =
+        crd.pointer("/spec/versions").and_then(Value::as_array).ok_or(CrdError::MissingField("spec.versions"))?;
     let mut spec = ApiResourceSpec::custom(group, "v1", plural, kind, scope == "Namespaced");
     spec.versions.clear();
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
-    spec.singular = str_at(crd, "/spec/names/singular")
-        .map(str::to_string)
-        .unwrap_or_else(|| kind.to_lowercase());
+    spec.singular = str_at(crd, "/spec/names/singular").map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
     spec.short_names = strings(crd.pointer("/spec/names/shortNames"));
     spec.categories = strings(crd.pointer("/spec/names/categories"));
     // Storage version first, then the other served ones in declaration order.
     let mut ordered: Vec<&Value> = versions.iter().collect();
     ordered.sort_by_key(|v| !v.get("storage").and_then(Value::as_bool).unwrap_or(false));
     for version in ordered {
-        if !version
-            .get("served")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-        {
+        if !version.get("served").and_then(Value::as_bool).unwrap_or(false) {
             continue;
         }
         let Some(vname) = version.get("name").and_then(Value::as_str) else {
@@ -338,27 +305,18 @@ pub fn spec_from_crd(crd: &Value) -> Result<ApiResourceSpec, CrdError> {
                     .and_then(Value::as_str)
                     .unwrap_or(".status.replicas")
                     .to_string(),
-                label_selector_path: scale
-                    .get("labelSelectorPath")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                label_selector_path: scale.get("labelSelectorPath").and_then(Value::as_str).map(str::to_string),
             });
         }
         if spec.printer_columns.is_empty()
-            && let Some(cols) = version
-                .get("additionalPrinterColumns")
-                .and_then(Value::as_array)
+            && let Some(cols) = version.get("additionalPrinterColumns").and_then(Value::as_array)
         {
             spec.printer_columns = cols
                 .iter()
                 .filter_map(|c| {
                     Some(PrinterColumn {
                         name: c.get("name")?.as_str()?.to_string(),
-                        type_: c
-                            .get("type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("string")
-                            .to_string(),
+                        type_: c.get("type").and_then(Value::as_str).unwrap_or("string").to_string(),
                         json_path: c.get("jsonPath")?.as_str()?.to_string(),
                     })
                 })
@@ -397,31 +355,25 @@ impl Registry {
 
     /// Adds or replaces (same group and plural) a kind.
     pub fn register(&mut self, spec: ApiResourceSpec) {
-        self.kinds
-            .retain(|k| !(k.group == spec.group && k.plural == spec.plural));
+        self.kinds.retain(|k| !(k.group == spec.group && k.plural == spec.plural));
         self.kinds.push(spec);
     }
 
     /// Removes a kind; returns whether it was there.
     pub fn unregister(&mut self, group: &str, plural: &str) -> bool {
         let before = self.kinds.len();
-        self.kinds
-            .retain(|k| !(k.group == group && k.plural == plural));
+        self.kinds.retain(|k| !(k.group == group && k.plural == plural));
         before != self.kinds.len()
     }
 
     /// The kind served at `group/version/plural`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ApiResourceSpec> {
-        self.kinds
-            .iter()
-            .find(|k| k.group == group && k.plural == plural && k.serves(version))
+        self.kinds.iter().find(|k| k.group == group && k.plural == plural && k.serves(version))
     }
 
     /// The kind stored as `group/plural`, whatever version.
     pub fn find_any_version(&self, group: &str, plural: &str) -> Option<&ApiResourceSpec> {
-        self.kinds
-            .iter()
-            .find(|k| k.group == group && k.plural == plural)
+        self.kinds.iter().find(|k| k.group == group && k.plural == plural)
     }
 
     /// All kinds.
@@ -452,10 +404,7 @@ impl Registry {
 
     /// Kinds served in `group/version`.
     pub fn in_group_version(&self, group: &str, version: &str) -> Vec<&ApiResourceSpec> {
-        self.kinds
-            .iter()
-            .filter(|k| k.group == group && k.serves(version))
-            .collect()
+        self.kinds.iter().filter(|k| k.group == group && k.serves(version)).collect()
     }
 }
 
@@ -481,21 +430,13 @@ mod tests {
         assert_eq!(spec.versions, vec!["v1alpha1"]);
         assert!(spec.namespaced && spec.status_subresource && spec.custom);
         assert_eq!(spec.short_names, vec!["sp"]);
-        assert_eq!(
-            spec.scale.and_then(|s| s.label_selector_path).as_deref(),
-            Some(".status.selector")
-        );
+        assert_eq!(spec.scale.and_then(|s| s.label_selector_path).as_deref(), Some(".status.selector"));
     }
 
     #[test]
     fn crd_name_must_be_plural_dot_group() {
         let crd = json!({"metadata": {"name": "wrong"}, "spec": {"group": "g.io", "scope": "Cluster",
             "names": {"plural": "things", "kind": "Thing"}, "versions": [{"name": "v1", "served": true, "storage": true}]}});
-        assert_eq!(
-            spec_from_crd(&crd),
-            Err(CrdError::NameMismatch {
-                name: "wrong".into()
-            })
-        );
+        assert_eq!(spec_from_crd(&crd), Err(CrdError::NameMismatch { name: "wrong".into() }));
     }
 }

@@ -26,8 +26,7 @@ pub fn prune(obj: &mut Value, schema: &Value) {
         let props = schema.get("properties").and_then(Value::as_object);
         if !is_true(schema, "x-kubernetes-preserve-unknown-fields") {
             map.retain(|k, _| {
-                matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-                    || props.is_some_and(|p| p.contains_key(k))
+                matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || props.is_some_and(|p| p.contains_key(k))
             });
         }
     }
@@ -105,9 +104,7 @@ fn default_value(obj: &mut Value, schema: &Value, root: bool) {
 /// Validates an object against its schema; an empty result means valid.
 pub fn validate(obj: &Value, schema: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let (Value::Object(map), Some(props)) =
-        (obj, schema.get("properties").and_then(Value::as_object))
-    {
+    if let (Value::Object(map), Some(props)) = (obj, schema.get("properties").and_then(Value::as_object)) {
         check_required(map, schema, "", &mut causes);
         for (key, s) in props {
             if key == "metadata" || key == "apiVersion" || key == "kind" {
@@ -122,11 +119,7 @@ pub fn validate(obj: &Value, schema: &Value) -> Vec<Cause> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn check_required(map: &Map<String, Value>, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
@@ -169,25 +162,17 @@ fn type_matches(v: &Value, schema: &Value) -> bool {
 fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
     if v.is_null() {
         if !is_true(schema, "nullable") && schema.get("type").is_some() {
-            let ty = schema
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("object");
+            let ty = schema.get("type").and_then(Value::as_str).unwrap_or("object");
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
-                message: format!(
-                    "Invalid value: \"null\": {path} in body must be of type {ty}: \"null\""
-                ),
+                message: format!("Invalid value: \"null\": {path} in body must be of type {ty}: \"null\""),
                 field: path.to_string(),
             });
         }
         return;
     }
     if !type_matches(v, schema) {
-        let ty = schema
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("int-or-string");
+        let ty = schema.get("type").and_then(Value::as_str).unwrap_or("int-or-string");
         let actual = match v {
             Value::Bool(_) => "boolean",
             Value::Number(n) if n.is_f64() => "number",
@@ -198,9 +183,7 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         };
         causes.push(Cause {
             reason: "FieldValueTypeInvalid".into(),
-            message: format!(
-                "Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""
-            ),
+            message: format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""),
             field: path.to_string(),
         });
         return;
@@ -211,10 +194,7 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
         let supported: Vec<String> = options.iter().map(Value::to_string).collect();
         causes.push(Cause {
             reason: "FieldValueNotSupported".into(),
-            message: format!(
-                "Unsupported value: {v}: supported values: {}",
-                supported.join(", ")
-            ),
+            message: format!("Unsupported value: {v}: supported values: {}", supported.join(", ")),
             field: path.to_string(),
         });
     }
@@ -224,31 +204,15 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                 let exclusive = is_true(schema, "exclusiveMinimum");
                 if (exclusive && x <= min) || (!exclusive && x < min) {
-                    let rel = if exclusive {
-                        "greater than"
-                    } else {
-                        "greater than or equal to"
-                    };
-                    causes.push(invalid(
-                        path,
-                        v,
-                        format!("should be {rel} {}", fmt_num(min)),
-                    ));
+                    let rel = if exclusive { "greater than" } else { "greater than or equal to" };
+                    causes.push(invalid(path, v, format!("should be {rel} {}", fmt_num(min))));
                 }
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
                 let exclusive = is_true(schema, "exclusiveMaximum");
                 if (exclusive && x >= max) || (!exclusive && x > max) {
-                    let rel = if exclusive {
-                        "less than"
-                    } else {
-                        "less than or equal to"
-                    };
-                    causes.push(invalid(
-                        path,
-                        v,
-                        format!("should be {rel} {}", fmt_num(max)),
-                    ));
+                    let rel = if exclusive { "less than" } else { "less than or equal to" };
+                    causes.push(invalid(path, v, format!("should be {rel} {}", fmt_num(max))));
                 }
             }
         }
@@ -257,20 +221,12 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("should be at least {min} chars long"),
-                ));
+                causes.push(invalid(path, v, format!("should be at least {min} chars long")));
             }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                 && len > max
             {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("should be at most {max} chars long"),
-                ));
+                causes.push(invalid(path, v, format!("should be at most {max} chars long")));
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
                 && let Ok(re) = regex::Regex::new(pattern)
@@ -284,11 +240,7 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && len < min
             {
-                causes.push(invalid(
-                    path,
-                    v,
-                    format!("should have at least {min} items"),
-                ));
+                causes.push(invalid(path, v, format!("should have at least {min} items")));
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && len > max
@@ -316,11 +268,7 @@ fn check(v: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
 }
 
 fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 {
-        format!("{}", x as i64)
-    } else {
-        x.to_string()
-    }
+    if x.fract() == 0.0 { format!("{}", x as i64) } else { x.to_string() }
 }
 
 #[cfg(test)]

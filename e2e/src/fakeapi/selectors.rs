@@ -58,19 +58,13 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     parts.push(current);
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
 }
 
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 317
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
@@ -97,25 +91,13 @@ impl LabelSelector {
             } else if let Some((key, value)) = part.split_once('=') {
                 (key.trim().to_string(), Op::Eq(value.trim().to_string()))
             } else if let Some(idx) = part.find(" notin ") {
-                (
-                    part[..idx].trim().to_string(),
-                    Op::NotIn(parse_set(&part[idx + 7..], &part)?),
-                )
+                (part[..idx].trim().to_string(), Op::NotIn(parse_set(&part[idx + 7..], &part)?))
             } else if let Some(idx) = part.find(" in ") {
-                (
-                    part[..idx].trim().to_string(),
-                    Op::In(parse_set(&part[idx + 4..], &part)?),
-                )
+                (part[..idx].trim().to_string(), Op::In(parse_set(&part[idx + 4..], &part)?))
             } else if let Some((key, value)) = part.split_once('>') {
-                (
-                    key.trim().to_string(),
-                    Op::Gt(value.trim().parse().map_err(|_| bad())?),
-                )
+                (key.trim().to_string(), Op::Gt(value.trim().parse().map_err(|_| bad())?))
             } else if let Some((key, value)) = part.split_once('<') {
-                (
-                    key.trim().to_string(),
-                    Op::Lt(value.trim().parse().map_err(|_| bad())?),
-                )
+                (key.trim().to_string(), Op::Lt(value.trim().parse().map_err(|_| bad())?))
             } else {
                 (part.trim().to_string(), Op::Exists)
             };
@@ -138,12 +120,8 @@ impl LabelSelector {
                 Op::NotIn(set) => value.is_none_or(|x| !set.contains(x)),
                 Op::Exists => value.is_some(),
                 Op::DoesNotExist => value.is_none(),
-                Op::Gt(n) => value
-                    .and_then(|x| x.parse::<i64>().ok())
-                    .is_some_and(|x| x > *n),
-                Op::Lt(n) => value
-                    .and_then(|x| x.parse::<i64>().ok())
-                    .is_some_and(|x| x < *n),
+                Op::Gt(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n),
+                Op::Lt(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n),
             }
         })
     }
@@ -158,11 +136,7 @@ impl LabelSelector {
 pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -233,11 +207,7 @@ pub fn label_selector_string(selector: &Value) -> String {
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             values.sort_unstable();
-            let rendered = match e
-                .get("operator")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-            {
+            let rendered = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
                 "In" => format!("{key} in ({})", values.join(",")),
                 "NotIn" => format!("{key} notin ({})", values.join(",")),
                 "Exists" => key.to_string(),
@@ -248,11 +218,7 @@ pub fn label_selector_string(selector: &Value) -> String {
         }
     }
     parts.sort();
-    parts
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(",")
+    parts.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -261,10 +227,7 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -281,16 +244,8 @@ mod tests {
             ("tier notin (a,b)", &[("tier", "a")], false),
             ("app", &[("app", "x")], true),
             ("!app", &[("app", "x")], false),
-            (
-                "app=web,tier in (a,b),!legacy",
-                &[("app", "web"), ("tier", "a")],
-                true,
-            ),
-            (
-                "app=web,tier in (a,b),!legacy",
-                &[("app", "web"), ("tier", "a"), ("legacy", "")],
-                false,
-            ),
+            ("app=web,tier in (a,b),!legacy", &[("app", "web"), ("tier", "a")], true),
+            ("app=web,tier in (a,b),!legacy", &[("app", "web"), ("tier", "a"), ("legacy", "")], false),
             ("", &[("x", "y")], true),
         ];
         for (sel, l, want) in cases {
@@ -309,20 +264,9 @@ mod tests {
     fn field_selector_supports_metadata_and_declared_fields_only() {
         let obj = json!({"metadata": {"name": "web", "namespace": "prod"}, "status": {"phase": "Running"}});
         let extra = vec![("status.phase".to_string(), "status.phase".to_string())];
-        assert!(
-            FieldSelector::parse("metadata.name=web,metadata.namespace==prod", &[])
-                .expect("ok")
-                .matches(&obj)
-        );
-        assert!(
-            !FieldSelector::parse("status.phase!=Running", &extra)
-                .expect("ok")
-                .matches(&obj)
-        );
-        assert_eq!(
-            FieldSelector::parse("spec.foo=x", &extra),
-            Err(SelectorError::UnsupportedField("spec.foo".into()))
-        );
+        assert!(FieldSelector::parse("metadata.name=web,metadata.namespace==prod", &[]).expect("ok").matches(&obj));
+        assert!(!FieldSelector::parse("status.phase!=Running", &extra).expect("ok").matches(&obj));
+        assert_eq!(FieldSelector::parse("spec.foo=x", &extra), Err(SelectorError::UnsupportedField("spec.foo".into())));
     }
 
     #[test]

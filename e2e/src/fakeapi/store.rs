@@ -28,12 +28,7 @@ pub struct ObjKey {
 impl ObjKey {
     /// A key from its parts.
     pub fn new(group: &str, plural: &str, namespace: &str, name: &str) -> Self {
-        Self {
-            group: group.into(),
-            plural: plural.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { group: group.into(), plural: plural.into(), namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -110,16 +105,12 @@ pub struct Store {
 
 /// Now as an RFC 3339 timestamp with second precision, like `metadata.creationTimestamp`.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Now with microseconds, like `MicroTime` fields (`eventTime`).
 pub fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 impl Store {
@@ -189,20 +180,11 @@ impl Store {
     }
 
     /// Objects of one resource, in one namespace or all, in key order (namespace, then name).
-    pub fn list(
-        &self,
-        group: &str,
-        plural: &str,
-        namespace: Option<&str>,
-    ) -> Vec<(&ObjKey, &Stored)> {
+    pub fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<(&ObjKey, &Stored)> {
         let start = ObjKey::new(group, plural, namespace.unwrap_or(""), "");
         self.objects
             .range(start..)
-            .take_while(|(k, _)| {
-                k.group == group
-                    && k.plural == plural
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
+            .take_while(|(k, _)| k.group == group && k.plural == plural && namespace.is_none_or(|ns| k.namespace == ns))
             .collect()
     }
 
@@ -211,18 +193,8 @@ impl Store {
         self.rv += 1;
         set_rv(&mut value, self.rv);
         let previous = self.objects.get(&key).map(|s| s.value.clone());
-        let event = if previous.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.objects.insert(
-            key.clone(),
-            Stored {
-                value: value.clone(),
-                owners,
-            },
-        );
+        let event = if previous.is_some() { EventType::Modified } else { EventType::Added };
+        self.objects.insert(key.clone(), Stored { value: value.clone(), owners });
         self.record(key, event, value.clone(), previous);
         value
     }
@@ -238,13 +210,7 @@ impl Store {
     }
 
     fn record(&mut self, key: ObjKey, event: EventType, object: Value, previous: Option<Value>) {
-        let rec = Arc::new(WatchRecord {
-            rv: self.rv,
-            key,
-            event,
-            object,
-            previous,
-        });
+        let rec = Arc::new(WatchRecord { rv: self.rv, key, event, object, previous });
         self.log.push_back(rec.clone());
         while self.log.len() > self.log_capacity {
             if let Some(dropped) = self.log.pop_front() {
@@ -268,12 +234,8 @@ impl Store {
         if rv < self.compacted {
             return None;
         }
-        let records = self
-            .log
-            .iter()
-            .filter(|r| r.rv > rv && r.key.group == group && r.key.plural == plural)
-            .cloned()
-            .collect();
+        let records =
+            self.log.iter().filter(|r| r.rv > rv && r.key.group == group && r.key.plural == plural).cloned().collect();
         Some((records, self.notify.subscribe()))
     }
 
@@ -309,9 +271,7 @@ mod tests {
         );
         assert_eq!(a["metadata"]["resourceVersion"], "1");
         assert_eq!(store.current_rv(), 2);
-        let (records, _) = store
-            .replay_from(0, "", "configmaps")
-            .expect("not compacted");
+        let (records, _) = store.replay_from(0, "", "configmaps").expect("not compacted");
         assert_eq!(records.len(), 1);
         store.compact();
         assert!(store.replay_from(1, "", "configmaps").is_none());
@@ -322,22 +282,10 @@ mod tests {
     fn list_is_scoped_to_resource_and_namespace() {
         let mut store = Store::new(Registry::default());
         for (ns, name) in [("a", "x"), ("b", "y"), ("a", "z")] {
-            store.write(
-                ObjKey::new("", "pods", ns, name),
-                json!({"metadata": {"name": name}}),
-                FieldOwners::default(),
-            );
+            store.write(ObjKey::new("", "pods", ns, name), json!({"metadata": {"name": name}}), FieldOwners::default());
         }
-        store.write(
-            ObjKey::new("", "podsx", "a", "w"),
-            json!({"metadata": {}}),
-            FieldOwners::default(),
-        );
-        let names: Vec<&str> = store
-            .list("", "pods", Some("a"))
-            .iter()
-            .map(|(k, _)| k.name.as_str())
-            .collect();
+        store.write(ObjKey::new("", "podsx", "a", "w"), json!({"metadata": {}}), FieldOwners::default());
+        let names: Vec<&str> = store.list("", "pods", Some("a")).iter().map(|(k, _)| k.name.as_str()).collect();
         assert_eq!(names, vec!["x", "z"]);
         assert_eq!(store.list("", "pods", None).len(), 3);
     }

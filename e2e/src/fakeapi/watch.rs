@@ -66,10 +66,7 @@ impl WatchRequest {
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
         let (kind, api_version) = match self.repr {
-            Representation::Metadata => (
-                "PartialObjectMetadata".to_string(),
-                "meta.k8s.io/v1".to_string(),
-            ),
+            Representation::Metadata => ("PartialObjectMetadata".to_string(), "meta.k8s.io/v1".to_string()),
             _ => (self.spec.kind.clone(), self.spec.api_version(&self.version)),
         };
         let mut metadata = json!({"resourceVersion": rv.to_string()});
@@ -84,24 +81,18 @@ impl WatchRequest {
         if rec.key.group != self.spec.group || rec.key.plural != self.spec.plural {
             return None;
         }
-        if self
-            .namespace
-            .as_deref()
-            .is_some_and(|ns| ns != rec.key.namespace)
-        {
+        if self.namespace.as_deref().is_some_and(|ns| ns != rec.key.namespace) {
             return None;
         }
         let now = self.matches(&rec.object);
         let event = match rec.event {
             EventType::Added | EventType::Deleted if now => rec.event,
-            EventType::Modified => {
-                match (rec.previous.as_ref().is_some_and(|p| self.matches(p)), now) {
-                    (true, true) => EventType::Modified,
-                    (false, true) => EventType::Added,
-                    (true, false) => EventType::Deleted,
-                    (false, false) => return None,
-                }
-            }
+            EventType::Modified => match (rec.previous.as_ref().is_some_and(|p| self.matches(p)), now) {
+                (true, true) => EventType::Modified,
+                (false, true) => EventType::Added,
+                (true, false) => EventType::Deleted,
+                (false, false) => return None,
+            },
             _ => return None,
         };
         Some(json!({"type": event.as_str(), "object": self.render(&rec.object)}))
@@ -124,10 +115,9 @@ pub struct OpenWatch {
 pub fn open(store: &Store, req: WatchRequest) -> Result<OpenWatch, ApiError> {
     let rv = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
-        Some(s) => Some(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?,
-        ),
+        Some(s) => {
+            Some(s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))?)
+        }
     };
     let current = store.current_rv();
     let mut pending = VecDeque::new();
@@ -141,27 +131,14 @@ pub fn open(store: &Store, req: WatchRequest) -> Result<OpenWatch, ApiError> {
             pending.push_back(req.bookmark(current, true));
         }
         let rx = store.subscribe();
-        return Ok(OpenWatch {
-            req,
-            pending,
-            rx: Some(rx),
-            last_rv: current,
-        });
+        return Ok(OpenWatch { req, pending, rx: Some(rx), last_rv: current });
     }
     let from = rv.unwrap_or(current);
     match store.replay_from(from, &req.spec.group, &req.spec.plural) {
         None => {
-            let err = ApiError::expired(format!(
-                "too old resource version: {from} ({})",
-                store.compacted_rv()
-            ));
+            let err = ApiError::expired(format!("too old resource version: {from} ({})", store.compacted_rv()));
             pending.push_back(error_event(&err));
-            Ok(OpenWatch {
-                req,
-                pending,
-                rx: None,
-                last_rv: from,
-            })
+            Ok(OpenWatch { req, pending, rx: None, last_rv: from })
         }
         Some((records, rx)) => {
             for rec in &records {
@@ -169,12 +146,7 @@ pub fn open(store: &Store, req: WatchRequest) -> Result<OpenWatch, ApiError> {
                     pending.push_back(ev);
                 }
             }
-            Ok(OpenWatch {
-                req,
-                pending,
-                rx: Some(rx),
-                last_rv: current.max(from),
-            })
+            Ok(OpenWatch { req, pending, rx: Some(rx), last_rv: current.max(from) })
         }
     }
 }
@@ -190,41 +162,38 @@ impl OpenWatch {
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         let deadline = Instant::now() + self.req.timeout;
         let next_bookmark = Instant::now() + self.req.bookmark_interval;
-        futures::stream::unfold(
-            (self, deadline, next_bookmark),
-            |(mut w, deadline, mut next_bookmark)| async move {
-                loop {
-                    if let Some(ev) = w.pending.pop_front() {
-                        return Some((line(&ev), (w, deadline, next_bookmark)));
-                    }
-                    let rx = w.rx.as_mut()?;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => return None,
-                        _ = tokio::time::sleep_until(next_bookmark), if w.req.allow_bookmarks => {
-                            next_bookmark = Instant::now() + w.req.bookmark_interval;
-                            w.pending.push_back(w.req.bookmark(w.last_rv, false));
-                        }
-                        received = rx.recv() => match received {
-                            Ok(rec) => {
-                                if rec.rv <= w.last_rv {
-                                    continue;
-                                }
-                                if let Some(ev) = w.req.translate(&rec) {
-                                    w.pending.push_back(ev);
-                                }
-                                // Like the watch cache, bookmarks carry the store's latest resourceVersion.
-                                w.last_rv = rec.rv;
-                            }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {
-                                let err = ApiError::expired("too old resource version: watch fell behind");
-                                w.pending.push_back(error_event(&err));
-                                w.rx = None;
-                            }
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                    }
+        futures::stream::unfold((self, deadline, next_bookmark), |(mut w, deadline, mut next_bookmark)| async move {
+            loop {
+                if let Some(ev) = w.pending.pop_front() {
+                    return Some((line(&ev), (w, deadline, next_bookmark)));
                 }
-            },
-        )
+                let rx = w.rx.as_mut()?;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return None,
+                    _ = tokio::time::sleep_until(next_bookmark), if w.req.allow_bookmarks => {
+                        next_bookmark = Instant::now() + w.req.bookmark_interval;
+                        w.pending.push_back(w.req.bookmark(w.last_rv, false));
+                    }
+                    received = rx.recv() => match received {
+                        Ok(rec) => {
+                            if rec.rv <= w.last_rv {
+                                continue;
+                            }
+                            if let Some(ev) = w.req.translate(&rec) {
+                                w.pending.push_back(ev);
+                            }
+                            // Like the watch cache, bookmarks carry the store's latest resourceVersion.
+                            w.last_rv = rec.rv;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let err = ApiError::expired("too old resource version: watch fell behind");
+                            w.pending.push_back(error_event(&err));
+                            w.rx = None;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                }
+            }
+        })
     }
 }
