@@ -1,2 +1,3 @@
 //! Foresight: a Kubernetes autoscaler.
 pub mod api;
+pub mod forecast;
