@@ -2,10 +2,13 @@
 //! and explains every decision it makes.
 //!
 //! - [`engine`]: the pure decision core (no kube, no tokio, no network).
+//! - [`forecast`]: the pure regression forecaster behind the predictive policy.
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
+//! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
 
 pub mod api;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
+pub mod forecast;
 pub mod source;
