@@ -3,3 +3,5 @@
 
 pub mod fakeapi;
 pub mod prometheus;
+pub mod sim;
+pub mod harness;
