@@ -8,5 +8,5 @@ pub mod api;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
+pub mod promql;
 pub mod source;
-
