@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crdgen;
 pub mod engine;
 pub mod promql;
