@@ -1,2 +1,5 @@
-//! End-to-end harness.
+//! End-to-end harness: a fake Kubernetes API server and a real Prometheus for tests on machines where no
+//! Kubernetes API server can run.
+
+pub mod fakeapi;
 pub mod prometheus;

@@ -39,10 +39,7 @@ pub enum HarnessError {
     #[error("`{name}` not found on PATH; install it with `{INSTALL_HINT}`")]
     MissingBinary { name: &'static str },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("promtool backfill failed ({status}): {stderr}")]
     Backfill { status: String, stderr: String },
     #[error("prometheus exited before it was ready ({status}); log:\n{log}")]
@@ -106,40 +103,22 @@ impl PromServer {
 
     /// Starts a server with no history that scrapes `targets` every `interval` (whole seconds, at least 1 s).
     /// The first sample lands a few seconds after start.
-    pub fn start_with_scrape(
-        targets: &[SocketAddr],
-        interval: Duration,
-    ) -> Result<Self, HarnessError> {
-        Self::start_full(
-            "",
-            &ScrapeConfig {
-                targets: targets.to_vec(),
-                interval,
-            },
-        )
+    pub fn start_with_scrape(targets: &[SocketAddr], interval: Duration) -> Result<Self, HarnessError> {
+        Self::start_full("", &ScrapeConfig { targets: targets.to_vec(), interval })
     }
 
     /// Backfills `openmetrics` (may be empty) and scrapes as `scrape` says.
     pub fn start_full(openmetrics: &str, scrape: &ScrapeConfig) -> Result<Self, HarnessError> {
         let binary = find_binary("prometheus")?;
-        let dir = tempfile::Builder::new()
-            .prefix("foresight-prom-")
-            .tempdir()
-            .map_err(io_error("temp dir"))?;
+        let dir = tempfile::Builder::new().prefix("foresight-prom-").tempdir().map_err(io_error("temp dir"))?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(io_error("create data dir"))?;
         if !openmetrics.trim().is_empty() {
             backfill(openmetrics, dir.path(), &data)?;
         }
-        std::fs::write(dir.path().join("prometheus.yml"), scrape.to_yaml())
-            .map_err(io_error("write config"))?;
+        std::fs::write(dir.path().join("prometheus.yml"), scrape.to_yaml()).map_err(io_error("write config"))?;
         let port = free_port()?;
-        let mut server = Self {
-            dir,
-            port,
-            binary,
-            child: None,
-        };
+        let mut server = Self { dir, port, binary, child: None };
         server.launch()?;
         Ok(server)
     }
@@ -178,9 +157,7 @@ impl PromServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -195,10 +172,7 @@ impl PromServer {
             .map_err(io_error("open prometheus log"))?;
         let log_err = log.try_clone().map_err(io_error("open prometheus log"))?;
         let child = Command::new(&self.binary)
-            .arg(format!(
-                "--config.file={}",
-                self.dir.path().join("prometheus.yml").display()
-            ))
+            .arg(format!("--config.file={}", self.dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", self.data_dir().display()))
             .arg("--storage.tsdb.retention.time=3650d")
             .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
@@ -218,20 +192,14 @@ impl PromServer {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                return Err(HarnessError::Exited {
-                    status: status.to_string(),
-                    log: self.log(),
-                });
+                return Err(HarnessError::Exited { status: status.to_string(), log: self.log() });
             }
             if http_get_status(self.addr(), "/-/ready") == Some(200) {
                 return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
                 let _ = self.stop();
-                return Err(HarnessError::NotReady {
-                    waited: READY_TIMEOUT,
-                    log: self.log(),
-                });
+                return Err(HarnessError::NotReady { waited: READY_TIMEOUT, log: self.log() });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -249,13 +217,7 @@ fn backfill(openmetrics: &str, dir: &Path, data: &Path) -> Result<(), HarnessErr
     let input = dir.join("data.om");
     std::fs::write(&input, openmetrics).map_err(io_error("write data.om"))?;
     let output = Command::new(promtool)
-        .args([
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            "-q",
-            "--max-block-duration=24h",
-        ])
+        .args(["tsdb", "create-blocks-from", "openmetrics", "-q", "--max-block-duration=24h"])
         .arg(&input)
         .arg(data)
         .output()
@@ -272,10 +234,7 @@ fn backfill(openmetrics: &str, dir: &Path, data: &Path) -> Result<(), HarnessErr
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("find a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io_error("find a free port"))?
-        .port())
+    Ok(listener.local_addr().map_err(io_error("find a free port"))?.port())
 }
 
 /// `GET path` over HTTP/1.0; the status code, or `None` if nothing answered.
@@ -299,17 +258,9 @@ pub enum OpenMetricsError {
     InvalidMetricName { name: String },
     #[error("invalid label name {label:?} on {series}")]
     InvalidLabelName { series: String, label: String },
-    #[error(
-        "{series}: sample {index} at {at} is not after the previous one (promtool would drop it silently)"
-    )]
-    OutOfOrder {
-        series: String,
-        index: usize,
-        at: Timestamp,
-    },
-    #[error(
-        "{series}: timestamp {at} is implausible (milliseconds read as seconds?); use 1990..2200"
-    )]
+    #[error("{series}: sample {index} at {at} is not after the previous one (promtool would drop it silently)")]
+    OutOfOrder { series: String, index: usize, at: Timestamp },
+    #[error("{series}: timestamp {at} is implausible (milliseconds read as seconds?); use 1990..2200")]
     ImplausibleTimestamp { series: String, at: Timestamp },
     #[error("{series} was added twice")]
     DuplicateSeries { series: String },
@@ -374,12 +325,7 @@ impl OpenMetricsBuilder {
         labels: &[(&str, &str)],
         points: impl IntoIterator<Item = (Timestamp, f64)>,
     ) -> Self {
-        self.add(
-            MetricKind::Counter,
-            name.strip_suffix("_total").unwrap_or(name),
-            labels,
-            points,
-        )
+        self.add(MetricKind::Counter, name.strip_suffix("_total").unwrap_or(name), labels, points)
     }
 
     fn add(
@@ -389,31 +335,16 @@ impl OpenMetricsBuilder {
         labels: &[(&str, &str)],
         points: impl IntoIterator<Item = (Timestamp, f64)>,
     ) -> Self {
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let mut labels: Vec<(String, String)> =
+            labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         labels.sort();
         let points: Vec<_> = points.into_iter().collect();
         let id = series_id(name, &labels);
-        let family = self
-            .families
-            .entry(name.to_owned())
-            .or_insert_with(|| Family {
-                kind,
-                series: Vec::new(),
-            });
+        let family = self.families.entry(name.to_owned()).or_insert_with(|| Family { kind, series: Vec::new() });
         if family.kind != kind {
-            self.errors.push(OpenMetricsError::ConflictingType {
-                name: name.to_owned(),
-            });
-        } else if family
-            .series
-            .iter()
-            .any(|(existing, _)| *existing == labels)
-        {
-            self.errors
-                .push(OpenMetricsError::DuplicateSeries { series: id });
+            self.errors.push(OpenMetricsError::ConflictingType { name: name.to_owned() });
+        } else if family.series.iter().any(|(existing, _)| *existing == labels) {
+            self.errors.push(OpenMetricsError::DuplicateSeries { series: id });
         } else {
             family.series.push((labels, points));
         }
@@ -439,14 +370,10 @@ impl OpenMetricsBuilder {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (labels, points) in &family.series {
                 let id = series_id(&sample_name, labels);
-                if let Some((label, _)) = labels
-                    .iter()
-                    .find(|(label, _)| !valid_name(label, false) || label.starts_with("__"))
+                if let Some((label, _)) =
+                    labels.iter().find(|(label, _)| !valid_name(label, false) || label.starts_with("__"))
                 {
-                    return Err(OpenMetricsError::InvalidLabelName {
-                        series: id,
-                        label: label.clone(),
-                    });
+                    return Err(OpenMetricsError::InvalidLabelName { series: id, label: label.clone() });
                 }
                 let rendered_labels = render_labels(labels);
                 let mut previous: Option<Timestamp> = None;
@@ -455,19 +382,10 @@ impl OpenMetricsBuilder {
                         return Err(OpenMetricsError::ImplausibleTimestamp { series: id, at });
                     }
                     if previous.is_some_and(|p| at.as_millisecond() <= p.as_millisecond()) {
-                        return Err(OpenMetricsError::OutOfOrder {
-                            series: id,
-                            index,
-                            at,
-                        });
+                        return Err(OpenMetricsError::OutOfOrder { series: id, index, at });
                     }
                     previous = Some(at);
-                    let _ = writeln!(
-                        out,
-                        "{sample_name}{rendered_labels} {} {}",
-                        format_value(value),
-                        format_time(at)
-                    );
+                    let _ = writeln!(out, "{sample_name}{rendered_labels} {} {}", format_value(value), format_time(at));
                 }
             }
         }
@@ -502,14 +420,7 @@ fn render_labels(labels: &[(String, String)]) -> String {
     }
     let parts: Vec<String> = labels
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}=\"{}\"",
-                v.replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
         .collect();
     format!("{{{}}}", parts.join(","))
 }
@@ -534,11 +445,7 @@ fn format_value(value: f64) -> String {
 fn format_time(at: Timestamp) -> String {
     let millis = at.as_millisecond();
     let (seconds, rest) = (millis.div_euclid(1000), millis.rem_euclid(1000));
-    if rest == 0 {
-        seconds.to_string()
-    } else {
-        format!("{seconds}.{rest:03}")
-    }
+    if rest == 0 { seconds.to_string() } else { format!("{seconds}.{rest:03}") }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -568,19 +475,13 @@ impl DelayProxy {
     pub fn start(upstream: SocketAddr) -> Result<Self, HarnessError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind proxy"))?;
         let addr = listener.local_addr().map_err(io_error("bind proxy"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io_error("bind proxy"))?;
+        listener.set_nonblocking(true).map_err(io_error("bind proxy"))?;
         let state = Arc::new(ProxyState::default());
         let acceptor = {
             let state = state.clone();
             std::thread::spawn(move || accept_loop(&listener, upstream, &state))
         };
-        Ok(Self {
-            addr,
-            state,
-            acceptor: Some(acceptor),
-        })
+        Ok(Self { addr, state, acceptor: Some(acceptor) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -593,10 +494,7 @@ impl DelayProxy {
 
     /// Holds every request back by `delay` before forwarding it (zero: forward at once).
     pub fn set_delay(&self, delay: Duration) {
-        self.state.delay_ms.store(
-            delay.as_millis().try_into().unwrap_or(u64::MAX),
-            Ordering::SeqCst,
-        );
+        self.state.delay_ms.store(delay.as_millis().try_into().unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// Closes connections instead of forwarding.
@@ -650,20 +548,16 @@ fn proxy_connection(client: TcpStream, upstream: SocketAddr, state: &Arc<ProxySt
         let _ = client.shutdown(Shutdown::Both);
         return;
     };
-    let (Ok(client_reader), Ok(server_writer), Ok(server_reader), Ok(client_writer)) = (
-        client.try_clone(),
-        server.try_clone(),
-        server.try_clone(),
-        client.try_clone(),
-    ) else {
+    let (Ok(client_reader), Ok(server_writer), Ok(server_reader), Ok(client_writer)) =
+        (client.try_clone(), server.try_clone(), server.try_clone(), client.try_clone())
+    else {
         return;
     };
     if let Ok(mut open) = state.open.lock() {
         open.extend([client, server]);
     }
     let upstream_state = state.clone();
-    let to_server =
-        std::thread::spawn(move || forward_requests(client_reader, server_writer, &upstream_state));
+    let to_server = std::thread::spawn(move || forward_requests(client_reader, server_writer, &upstream_state));
     copy_until_closed(server_reader, client_writer);
     let _ = to_server.join();
 }
@@ -712,10 +606,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -738,12 +629,8 @@ pub struct StaticHttpServer {
 impl StaticHttpServer {
     pub fn start(content_type: &str, body: &str) -> Result<Self, HarnessError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind http server"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io_error("bind http server"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io_error("bind http server"))?;
+        let addr = listener.local_addr().map_err(io_error("bind http server"))?;
+        listener.set_nonblocking(true).map_err(io_error("bind http server"))?;
         let state = Arc::new(StaticState {
             content_type: content_type.to_owned(),
             body: Mutex::new(body.to_owned()),
@@ -764,11 +651,7 @@ impl StaticHttpServer {
                 }
             })
         };
-        Ok(Self {
-            addr,
-            state,
-            acceptor: Some(acceptor),
-        })
+        Ok(Self { addr, state, acceptor: Some(acceptor) })
     }
 
     /// A server that answers like Prometheus with one instant-vector sample `value` at `at`.
@@ -797,11 +680,7 @@ impl StaticHttpServer {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state
-            .requests
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.state.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -850,11 +729,7 @@ fn serve_static(mut stream: TcpStream, state: &StaticState) {
         }
     }
     if let Ok(mut requests) = state.requests.lock() {
-        requests.push(RecordedRequest {
-            method,
-            target,
-            headers,
-        });
+        requests.push(RecordedRequest { method, target, headers });
     }
     let body = state.body.lock().map(|b| b.clone()).unwrap_or_default();
     let _ = write!(
@@ -877,31 +752,13 @@ mod tests {
     #[test]
     fn writes_families_in_seconds_with_eof() {
         let text = OpenMetricsBuilder::new()
-            .gauge(
-                "cpu",
-                &[("pod", "b"), ("app", "web")],
-                [(t(0), 0.5), (t(15), 1.0)],
-            )
+            .gauge("cpu", &[("pod", "b"), ("app", "web")], [(t(0), 0.5), (t(15), 1.0)])
             .counter(
                 "requests_total",
                 &[],
-                [
-                    (t(0), 1.0),
-                    (
-                        Timestamp::from_millisecond(1_704_067_215_250).expect("valid"),
-                        2.0,
-                    ),
-                ],
+                [(t(0), 1.0), (Timestamp::from_millisecond(1_704_067_215_250).expect("valid"), 2.0)],
             )
-            .gauge(
-                "ratio",
-                &[("q", "a\"b\\c")],
-                [
-                    (t(0), f64::NAN),
-                    (t(1), f64::INFINITY),
-                    (t(2), f64::NEG_INFINITY),
-                ],
-            )
+            .gauge("ratio", &[("q", "a\"b\\c")], [(t(0), f64::NAN), (t(1), f64::INFINITY), (t(2), f64::NEG_INFINITY)])
             .build()
             .expect("valid");
         let expected = "# TYPE cpu gauge\n\
@@ -921,14 +778,8 @@ mod tests {
     #[test]
     fn refuses_what_promtool_would_silently_drop_or_misread() {
         let cases: Vec<(OpenMetricsBuilder, &str)> = vec![
-            (
-                OpenMetricsBuilder::new().gauge("x", &[], [(t(15), 1.0), (t(0), 2.0)]),
-                "not after the previous",
-            ),
-            (
-                OpenMetricsBuilder::new().gauge("x", &[], [(t(0), 1.0), (t(0), 2.0)]),
-                "not after the previous",
-            ),
+            (OpenMetricsBuilder::new().gauge("x", &[], [(t(15), 1.0), (t(0), 2.0)]), "not after the previous"),
+            (OpenMetricsBuilder::new().gauge("x", &[], [(t(0), 1.0), (t(0), 2.0)]), "not after the previous"),
             (
                 OpenMetricsBuilder::new().gauge(
                     "x",
@@ -937,30 +788,11 @@ mod tests {
                 ),
                 "milliseconds read as seconds",
             ),
-            (
-                OpenMetricsBuilder::new()
-                    .gauge("x", &[], [])
-                    .gauge("x", &[], []),
-                "added twice",
-            ),
-            (
-                OpenMetricsBuilder::new()
-                    .gauge("x", &[], [])
-                    .counter("x", &[("a", "b")], []),
-                "both as a gauge",
-            ),
-            (
-                OpenMetricsBuilder::new().gauge("1x", &[], []),
-                "invalid metric name",
-            ),
-            (
-                OpenMetricsBuilder::new().gauge("x", &[("a-b", "v")], []),
-                "invalid label name",
-            ),
-            (
-                OpenMetricsBuilder::new().gauge("x", &[("__name__", "v")], []),
-                "invalid label name",
-            ),
+            (OpenMetricsBuilder::new().gauge("x", &[], []).gauge("x", &[], []), "added twice"),
+            (OpenMetricsBuilder::new().gauge("x", &[], []).counter("x", &[("a", "b")], []), "both as a gauge"),
+            (OpenMetricsBuilder::new().gauge("1x", &[], []), "invalid metric name"),
+            (OpenMetricsBuilder::new().gauge("x", &[("a-b", "v")], []), "invalid label name"),
+            (OpenMetricsBuilder::new().gauge("x", &[("__name__", "v")], []), "invalid label name"),
         ];
         for (builder, expected) in cases {
             let error = builder.build().expect_err(expected).to_string();
@@ -970,13 +802,8 @@ mod tests {
 
     #[test]
     fn a_missing_binary_names_the_install_command() {
-        let error = find_binary("foresight-no-such-binary")
-            .expect_err("not installed")
-            .to_string();
-        assert!(
-            error.contains("apt-get install -y --no-install-recommends prometheus"),
-            "{error}"
-        );
+        let error = find_binary("foresight-no-such-binary").expect_err("not installed").to_string();
+        assert!(error.contains("apt-get install -y --no-install-recommends prometheus"), "{error}");
     }
 
     #[test]
@@ -987,15 +814,10 @@ mod tests {
 
     #[test]
     fn scrape_config_lists_targets() {
-        let config = ScrapeConfig {
-            targets: vec![SocketAddr::from(([127, 0, 0, 1], 9100))],
-            interval: Duration::from_secs(1),
-        };
+        let config =
+            ScrapeConfig { targets: vec![SocketAddr::from(([127, 0, 0, 1], 9100))], interval: Duration::from_secs(1) };
         let yaml = config.to_yaml();
-        assert!(
-            yaml.contains("scrape_interval: 1s") && yaml.contains("targets: ['127.0.0.1:9100']"),
-            "{yaml}"
-        );
+        assert!(yaml.contains("scrape_interval: 1s") && yaml.contains("targets: ['127.0.0.1:9100']"), "{yaml}");
         assert_eq!(ScrapeConfig::default().to_yaml(), "scrape_configs: []\n");
     }
 
@@ -1007,11 +829,7 @@ mod tests {
         assert_eq!(server.requests()[0].target, "/x");
         proxy.set_drop_connections(true);
         assert_eq!(http_get_status(proxy.addr(), "/y"), None);
-        assert_eq!(
-            server.requests().len(),
-            1,
-            "a dropped connection reached the server"
-        );
+        assert_eq!(server.requests().len(), 1, "a dropped connection reached the server");
         assert_eq!(proxy.connections(), 2);
     }
 }

@@ -32,10 +32,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            cool_off: Duration::from_secs(30),
-        }
+        Self { failure_threshold: 5, cool_off: Duration::from_secs(30) }
     }
 }
 
@@ -112,12 +109,7 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(config: BreakerConfig) -> Self {
-        Self {
-            config,
-            phase: Phase::Closed {
-                consecutive_failures: 0,
-            },
-        }
+        Self { config, phase: Phase::Closed { consecutive_failures: 0 } }
     }
 
     pub fn config(&self) -> BreakerConfig {
@@ -135,9 +127,7 @@ impl Breaker {
     /// Consecutive server failures counted while closed.
     pub fn consecutive_failures(&self) -> u32 {
         match self.phase {
-            Phase::Closed {
-                consecutive_failures,
-            } => consecutive_failures,
+            Phase::Closed { consecutive_failures } => consecutive_failures,
             Phase::Open { .. } | Phase::HalfOpen { .. } => 0,
         }
     }
@@ -148,18 +138,11 @@ impl Breaker {
         match self.phase {
             Phase::Closed { .. } => Admission::Call,
             Phase::Open { until } if now < until => Admission::Rejected { until },
-            Phase::Open { .. }
-            | Phase::HalfOpen {
-                probe_in_flight: false,
-            } => {
-                self.phase = Phase::HalfOpen {
-                    probe_in_flight: true,
-                };
+            Phase::Open { .. } | Phase::HalfOpen { probe_in_flight: false } => {
+                self.phase = Phase::HalfOpen { probe_in_flight: true };
                 Admission::Probe
             }
-            Phase::HalfOpen {
-                probe_in_flight: true,
-            } => Admission::Rejected { until: now },
+            Phase::HalfOpen { probe_in_flight: true } => Admission::Rejected { until: now },
         }
     }
 
@@ -168,30 +151,18 @@ impl Breaker {
     pub fn record(&mut self, admission: Admission, outcome: Outcome, now: Timestamp) {
         match (self.phase, admission, outcome) {
             (Phase::Closed { .. }, Admission::Call, Outcome::Success) => {
-                self.phase = Phase::Closed {
-                    consecutive_failures: 0,
-                };
+                self.phase = Phase::Closed { consecutive_failures: 0 };
             }
-            (
-                Phase::Closed {
-                    consecutive_failures,
-                },
-                Admission::Call,
-                Outcome::Failure,
-            ) => {
+            (Phase::Closed { consecutive_failures }, Admission::Call, Outcome::Failure) => {
                 let failures = consecutive_failures.saturating_add(1);
                 self.phase = if failures >= self.config.failure_threshold.max(1) {
                     self.open_at(now)
                 } else {
-                    Phase::Closed {
-                        consecutive_failures: failures,
-                    }
+                    Phase::Closed { consecutive_failures: failures }
                 };
             }
             (Phase::HalfOpen { .. }, Admission::Probe, Outcome::Success) => {
-                self.phase = Phase::Closed {
-                    consecutive_failures: 0,
-                };
+                self.phase = Phase::Closed { consecutive_failures: 0 };
             }
             (Phase::HalfOpen { .. }, Admission::Probe, Outcome::Failure) => {
                 self.phase = self.open_at(now);
@@ -202,21 +173,13 @@ impl Breaker {
 
     /// The probe went away without an answer (its caller gave up): let the next query probe instead.
     pub fn abandon_probe(&mut self) {
-        if self.phase
-            == (Phase::HalfOpen {
-                probe_in_flight: true,
-            })
-        {
-            self.phase = Phase::HalfOpen {
-                probe_in_flight: false,
-            };
+        if self.phase == (Phase::HalfOpen { probe_in_flight: true }) {
+            self.phase = Phase::HalfOpen { probe_in_flight: false };
         }
     }
 
     fn open_at(&self, now: Timestamp) -> Phase {
-        let until = now
-            .checked_add(self.config.cool_off)
-            .unwrap_or(Timestamp::MAX);
+        let until = now.checked_add(self.config.cool_off).unwrap_or(Timestamp::MAX);
         Phase::Open { until }
     }
 }
@@ -254,12 +217,7 @@ impl CircuitBreaker {
         clock: Clock,
         observer: Arc<dyn QueryObserver>,
     ) -> Self {
-        Self {
-            address: address.into(),
-            breaker: Mutex::new(Breaker::new(config)),
-            clock,
-            observer,
-        }
+        Self { address: address.into(), breaker: Mutex::new(Breaker::new(config)), clock, observer }
     }
 
     /// A breaker on the system clock that reports nowhere.
@@ -305,9 +263,7 @@ impl CircuitBreaker {
 
     fn lock(&self) -> MutexGuard<'_, Breaker> {
         // The state machine cannot be left half-updated by a panic, so a poisoned lock is still consistent.
-        self.breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -337,10 +293,7 @@ impl BreakerSource {
             self.circuit.observer.query_finished(error.category(), 0.0);
             return Err(error);
         }
-        let mut pending = PendingQuery {
-            circuit: &self.circuit,
-            admission: Some(admission),
-        };
+        let mut pending = PendingQuery { circuit: &self.circuit, admission: Some(admission) };
         let started = Instant::now();
         let result = query.await;
         pending.finish(Outcome::of(&result));
@@ -348,9 +301,7 @@ impl BreakerSource {
             Ok(_) => "success",
             Err(error) => error.category(),
         };
-        self.circuit
-            .observer
-            .query_finished(outcome, started.elapsed().as_secs_f64());
+        self.circuit.observer.query_finished(outcome, started.elapsed().as_secs_f64());
         result
     }
 }
@@ -378,11 +329,7 @@ impl Drop for PendingQuery<'_> {
 }
 
 impl MetricsSource for BreakerSource {
-    fn instant<'a>(
-        &'a self,
-        query: &'a str,
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+    fn instant<'a>(&'a self, query: &'a str, at: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(self.guarded(self.inner.instant(query, at)))
     }
 
@@ -407,10 +354,7 @@ mod tests {
     }
 
     fn config() -> BreakerConfig {
-        BreakerConfig {
-            failure_threshold: 3,
-            cool_off: Duration::from_secs(30),
-        }
+        BreakerConfig { failure_threshold: 3, cool_off: Duration::from_secs(30) }
     }
 
     use Outcome::{Failure as F, Success as S};
@@ -499,12 +443,7 @@ mod tests {
                 Admission::Probe => "probe",
                 Admission::Rejected { .. } => "rejected",
             };
-            assert_eq!(
-                (breaker.state(), last),
-                (case.state, case.last),
-                "{}",
-                case.name
-            );
+            assert_eq!((breaker.state(), last), (case.state, case.last), "{}", case.name);
         }
     }
 
@@ -529,11 +468,7 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
         assert!(matches!(breaker.admit(t(40)), Admission::Rejected { .. }));
         breaker.abandon_probe();
-        assert_eq!(
-            breaker.admit(t(41)),
-            Admission::Probe,
-            "an abandoned probe frees the slot"
-        );
+        assert_eq!(breaker.admit(t(41)), Admission::Probe, "an abandoned probe frees the slot");
     }
 
     #[test]
@@ -550,10 +485,7 @@ mod tests {
 
     #[test]
     fn threshold_zero_behaves_like_one() {
-        let mut breaker = Breaker::new(BreakerConfig {
-            failure_threshold: 0,
-            cool_off: Duration::from_secs(1),
-        });
+        let mut breaker = Breaker::new(BreakerConfig { failure_threshold: 0, cool_off: Duration::from_secs(1) });
         step(&mut breaker, 0, F);
         assert_eq!(breaker.state(), CircuitState::Open);
     }
@@ -561,12 +493,7 @@ mod tests {
     #[test]
     fn gauge_values_match_the_metric_contract() {
         assert_eq!(
-            [
-                CircuitState::Closed,
-                CircuitState::HalfOpen,
-                CircuitState::Open
-            ]
-            .map(CircuitState::gauge_value),
+            [CircuitState::Closed, CircuitState::HalfOpen, CircuitState::Open].map(CircuitState::gauge_value),
             [0, 1, 2]
         );
     }
@@ -582,10 +509,7 @@ mod tests {
             self.queries.lock().expect("lock").push(outcome);
         }
         fn circuit_changed(&self, address: &str, state: CircuitState) {
-            self.circuits
-                .lock()
-                .expect("lock")
-                .push((address.to_owned(), state));
+            self.circuits.lock().expect("lock").push((address.to_owned(), state));
         }
     }
 
@@ -597,18 +521,8 @@ mod tests {
         let clock: Clock = Arc::new(move || *clock_now.lock().expect("lock"));
         let recorder = Arc::new(Recorder::default());
         let memory = Arc::new(InMemorySource::new());
-        memory.fail(
-            "up",
-            SourceError::Connect {
-                message: "refused".into(),
-            },
-        );
-        let circuit = Arc::new(CircuitBreaker::new(
-            "http://prom:9090",
-            config(),
-            clock,
-            recorder.clone(),
-        ));
+        memory.fail("up", SourceError::Connect { message: "refused".into() });
+        let circuit = Arc::new(CircuitBreaker::new("http://prom:9090", config(), clock, recorder.clone()));
         let source = BreakerSource::new(memory.clone(), circuit.clone());
 
         for _ in 0..3 {
@@ -618,11 +532,7 @@ mod tests {
         assert_eq!(circuit.state(), CircuitState::Open);
         let error = source.instant("up", t(0)).await.expect_err("open");
         assert_eq!(error, SourceError::CircuitOpen { until: t(30) });
-        assert_eq!(
-            memory.queries().len(),
-            3,
-            "the open circuit did not reach the source"
-        );
+        assert_eq!(memory.queries().len(), 3, "the open circuit did not reach the source");
 
         memory.set("up", vec![crate::source::Sample::new(t(29), 1.0)]);
         *now.lock().expect("lock") = t(31);
@@ -632,32 +542,16 @@ mod tests {
 
         let circuits = recorder.circuits.lock().expect("lock").clone();
         let states: Vec<_> = circuits.iter().map(|(_, s)| *s).collect();
-        assert_eq!(
-            states,
-            [
-                CircuitState::Open,
-                CircuitState::HalfOpen,
-                CircuitState::Closed
-            ]
-        );
+        assert_eq!(states, [CircuitState::Open, CircuitState::HalfOpen, CircuitState::Closed]);
         assert!(circuits.iter().all(|(a, _)| a == "http://prom:9090"));
         let queries = recorder.queries.lock().expect("lock").clone();
-        assert_eq!(
-            queries,
-            ["connect", "connect", "connect", "circuit_open", "success"]
-        );
+        assert_eq!(queries, ["connect", "connect", "connect", "circuit_open", "success"]);
     }
 
     #[tokio::test]
     async fn query_errors_do_not_open_the_circuit() {
         let memory = Arc::new(InMemorySource::new());
-        memory.fail(
-            "sum(",
-            SourceError::Prometheus {
-                error_type: "bad_data".into(),
-                message: "parse".into(),
-            },
-        );
+        memory.fail("sum(", SourceError::Prometheus { error_type: "bad_data".into(), message: "parse".into() });
         let circuit = Arc::new(CircuitBreaker::standalone("p", config()));
         let source = BreakerSource::new(memory, circuit.clone());
         for _ in 0..10 {

@@ -20,16 +20,8 @@ pub const MAX_RANGE_POINTS: u128 = 11_000;
 /// One query that was asked of an [`InMemorySource`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordedQuery {
-    Instant {
-        query: String,
-        at: Timestamp,
-    },
-    Range {
-        query: String,
-        start: Timestamp,
-        end: Timestamp,
-        step: Duration,
-    },
+    Instant { query: String, at: Timestamp },
+    Range { query: String, start: Timestamp, end: Timestamp, step: Duration },
 }
 
 impl RecordedQuery {
@@ -97,9 +89,7 @@ impl InMemorySource {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records the query and returns the delay to apply and the scripted failure or the series.
@@ -116,27 +106,17 @@ impl InMemorySource {
 }
 
 /// Checks a range query the way Prometheus would and returns its number of points.
-pub(crate) fn range_points(
-    start: Timestamp,
-    end: Timestamp,
-    step: Duration,
-) -> Result<u128, SourceError> {
+pub(crate) fn range_points(start: Timestamp, end: Timestamp, step: Duration) -> Result<u128, SourceError> {
     if step.is_zero() {
-        return Err(SourceError::InvalidRange {
-            reason: "step must be positive",
-        });
+        return Err(SourceError::InvalidRange { reason: "step must be positive" });
     }
     if start > end {
-        return Err(SourceError::InvalidRange {
-            reason: "start is after end",
-        });
+        return Err(SourceError::InvalidRange { reason: "start is after end" });
     }
     let span = u128::try_from(end.as_nanosecond() - start.as_nanosecond()).unwrap_or(u128::MAX);
     let points = span / step.as_nanos() + 1;
     if points > MAX_RANGE_POINTS {
-        return Err(SourceError::InvalidRange {
-            reason: "more than 11000 points; use a larger step",
-        });
+        return Err(SourceError::InvalidRange { reason: "more than 11000 points; use a larger step" });
     }
     Ok(points)
 }
@@ -170,24 +150,14 @@ fn evaluate_range(
 }
 
 impl MetricsSource for InMemorySource {
-    fn instant<'a>(
-        &'a self,
-        query: &'a str,
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+    fn instant<'a>(&'a self, query: &'a str, at: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
-            let (delay, answer) = self.begin(RecordedQuery::Instant {
-                query: query.to_owned(),
-                at,
-            });
+            let (delay, answer) = self.begin(RecordedQuery::Instant { query: query.to_owned(), at });
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let samples = answer?;
-            Ok(value_at(&samples, at)
-                .map(|value| Sample::new(at, value))
-                .into_iter()
-                .collect())
+            Ok(value_at(&samples, at).map(|value| Sample::new(at, value)).into_iter().collect())
         })
     }
 
@@ -199,12 +169,7 @@ impl MetricsSource for InMemorySource {
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
-            let (delay, answer) = self.begin(RecordedQuery::Range {
-                query: query.to_owned(),
-                start,
-                end,
-                step,
-            });
+            let (delay, answer) = self.begin(RecordedQuery::Range { query: query.to_owned(), start, end, step });
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -223,30 +188,17 @@ mod tests {
 
     fn source_with(query: &str, points: &[(i64, f64)]) -> InMemorySource {
         let source = InMemorySource::new();
-        source.set(
-            query,
-            points.iter().map(|&(s, v)| Sample::new(t(s), v)).collect(),
-        );
+        source.set(query, points.iter().map(|&(s, v)| Sample::new(t(s), v)).collect());
         source
     }
 
     #[tokio::test]
     async fn instant_takes_the_last_sample_at_or_before_within_the_lookback() {
         let source = source_with("cpu", &[(0, 1.0), (60, 2.0), (120, 3.0)]);
-        let cases = [
-            (-1, None),
-            (0, Some(1.0)),
-            (59, Some(1.0)),
-            (60, Some(2.0)),
-            (420, Some(3.0)),
-            (421, None),
-        ];
+        let cases = [(-1, None), (0, Some(1.0)), (59, Some(1.0)), (60, Some(2.0)), (420, Some(3.0)), (421, None)];
         for (at, expected) in cases {
             let samples = source.instant("cpu", t(at)).await.expect("answers");
-            let expected: Vec<_> = expected
-                .map(|v| Sample::new(t(at), v))
-                .into_iter()
-                .collect();
+            let expected: Vec<_> = expected.map(|v| Sample::new(t(at), v)).into_iter().collect();
             assert_eq!(samples, expected, "at {at}");
         }
     }
@@ -255,26 +207,15 @@ mod tests {
     async fn unknown_query_is_empty_not_an_error() {
         let source = InMemorySource::new();
         assert_eq!(source.instant("nothing", t(0)).await, Ok(vec![]));
-        assert_eq!(
-            source
-                .range("nothing", t(0), t(60), Duration::from_secs(15))
-                .await,
-            Ok(vec![])
-        );
+        assert_eq!(source.range("nothing", t(0), t(60), Duration::from_secs(15)).await, Ok(vec![]));
     }
 
     #[tokio::test]
     async fn range_resamples_at_each_step_and_skips_gaps() {
         // Samples every 30 s until 60 s, then a gap longer than the lookback, then one more at 600 s.
         let source = source_with("rps", &[(0, 1.0), (30, 2.0), (60, 3.0), (600, 9.0)]);
-        let samples = source
-            .range("rps", t(-20), t(600), Duration::from_secs(20))
-            .await
-            .expect("answers");
-        let got: Vec<(i64, f64)> = samples
-            .iter()
-            .map(|s| (s.time.as_second() - 1_700_000_000, s.value))
-            .collect();
+        let samples = source.range("rps", t(-20), t(600), Duration::from_secs(20)).await.expect("answers");
+        let got: Vec<(i64, f64)> = samples.iter().map(|s| (s.time.as_second() - 1_700_000_000, s.value)).collect();
         let mut expected = vec![(0, 1.0), (20, 1.0), (40, 2.0), (60, 3.0)];
         expected.extend((80..=360).step_by(20).map(|s| (s, 3.0)));
         expected.push((600, 9.0));
@@ -284,10 +225,7 @@ mod tests {
     #[tokio::test]
     async fn nan_and_infinities_pass_through() {
         let source = source_with("ratio", &[(0, f64::NAN), (10, f64::INFINITY)]);
-        let samples = source
-            .range("ratio", t(0), t(10), Duration::from_secs(10))
-            .await
-            .expect("answers");
+        let samples = source.range("ratio", t(0), t(10), Duration::from_secs(10)).await.expect("answers");
         assert!(samples[0].value.is_nan());
         assert_eq!(samples[1].value, f64::INFINITY);
     }
@@ -299,9 +237,7 @@ mod tests {
         assert_eq!(zero_step.map_err(|e| e.category()), Err("invalid_range"));
         let backwards = source.range("x", t(10), t(0), Duration::from_secs(1)).await;
         assert_eq!(backwards.map_err(|e| e.category()), Err("invalid_range"));
-        let too_many = source
-            .range("x", t(0), t(20_000), Duration::from_secs(1))
-            .await;
+        let too_many = source.range("x", t(0), t(20_000), Duration::from_secs(1)).await;
         assert_eq!(too_many.map_err(|e| e.category()), Err("invalid_range"));
     }
 
@@ -309,56 +245,27 @@ mod tests {
     async fn scripted_failures_and_recovery() {
         let source = source_with("up", &[(0, 1.0)]);
         source.fail("up", SourceError::MultipleSeries { count: 2 });
-        assert_eq!(
-            source.instant("up", t(0)).await,
-            Err(SourceError::MultipleSeries { count: 2 })
-        );
+        assert_eq!(source.instant("up", t(0)).await, Err(SourceError::MultipleSeries { count: 2 }));
         source.set("up", vec![Sample::new(t(0), 5.0)]);
-        assert_eq!(
-            source.instant("up", t(0)).await,
-            Ok(vec![Sample::new(t(0), 5.0)])
-        );
+        assert_eq!(source.instant("up", t(0)).await, Ok(vec![Sample::new(t(0), 5.0)]));
 
-        source.fail_all(SourceError::Connect {
-            message: "down".into(),
-        });
-        assert_eq!(
-            source.instant("up", t(0)).await.map_err(|e| e.category()),
-            Err("connect")
-        );
+        source.fail_all(SourceError::Connect { message: "down".into() });
+        assert_eq!(source.instant("up", t(0)).await.map_err(|e| e.category()), Err("connect"));
         source.recover();
-        assert_eq!(
-            source.instant("up", t(0)).await,
-            Ok(vec![Sample::new(t(0), 5.0)])
-        );
+        assert_eq!(source.instant("up", t(0)).await, Ok(vec![Sample::new(t(0), 5.0)]));
     }
 
     #[tokio::test]
     async fn records_every_query_in_order() {
         let source = InMemorySource::new();
-        source.fail(
-            "bad",
-            SourceError::Decode {
-                message: "x".into(),
-            },
-        );
+        source.fail("bad", SourceError::Decode { message: "x".into() });
         let _ = source.instant("a", t(1)).await;
-        let _ = source
-            .range("bad", t(0), t(60), Duration::from_secs(30))
-            .await;
+        let _ = source.range("bad", t(0), t(60), Duration::from_secs(30)).await;
         assert_eq!(
             source.queries(),
             [
-                RecordedQuery::Instant {
-                    query: "a".into(),
-                    at: t(1)
-                },
-                RecordedQuery::Range {
-                    query: "bad".into(),
-                    start: t(0),
-                    end: t(60),
-                    step: Duration::from_secs(30)
-                },
+                RecordedQuery::Instant { query: "a".into(), at: t(1) },
+                RecordedQuery::Range { query: "bad".into(), start: t(0), end: t(60), step: Duration::from_secs(30) },
             ]
         );
     }

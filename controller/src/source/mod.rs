@@ -23,8 +23,7 @@ mod pool;
 mod prometheus;
 
 pub use breaker::{
-    Admission, Breaker, BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, Outcome,
-    system_clock,
+    Admission, Breaker, BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, Outcome, system_clock,
 };
 pub use memory::{InMemorySource, RecordedQuery};
 pub use pool::SourcePool;
@@ -53,11 +52,7 @@ impl Sample {
 /// Dyn-compatible so that it can be held as `Arc<dyn MetricsSource>` and swapped for an in-memory source in tests.
 pub trait MetricsSource: Send + Sync {
     /// Evaluates `query` at `at`. Returns zero or one sample (timestamped `at`, as Prometheus does).
-    fn instant<'a>(
-        &'a self,
-        query: &'a str,
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
+    fn instant<'a>(&'a self, query: &'a str, at: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
 
     /// Evaluates `query` at `start`, `start + step`, ... up to `end`. Steps with no data are simply absent.
     fn range<'a>(
@@ -91,9 +86,7 @@ pub enum SourceError {
     #[error("the query returned a {result_type}; it must return an instant vector or a scalar")]
     UnexpectedResult { result_type: &'static str },
     /// The query selects several series; Foresight scales on exactly one number.
-    #[error(
-        "the query returned {count} series; it must return at most one: aggregate it, e.g. sum(...) or max(...)"
-    )]
+    #[error("the query returned {count} series; it must return at most one: aggregate it, e.g. sum(...) or max(...)")]
     MultipleSeries { count: usize },
     /// A range query with `start` after `end` or a zero `step`.
     #[error("invalid range query: {reason}")]
@@ -187,30 +180,15 @@ mod tests {
     #[test]
     fn categories_are_distinct_per_variant() {
         let errors = [
-            SourceError::Connect {
-                message: "refused".into(),
-            },
-            SourceError::Timeout {
-                after: Duration::from_secs(5),
-            },
+            SourceError::Connect { message: "refused".into() },
+            SourceError::Timeout { after: Duration::from_secs(5) },
             SourceError::Http { status: 502 },
-            SourceError::Prometheus {
-                error_type: "bad_data".into(),
-                message: "parse error".into(),
-            },
-            SourceError::Decode {
-                message: "not json".into(),
-            },
-            SourceError::UnexpectedResult {
-                result_type: "matrix",
-            },
+            SourceError::Prometheus { error_type: "bad_data".into(), message: "parse error".into() },
+            SourceError::Decode { message: "not json".into() },
+            SourceError::UnexpectedResult { result_type: "matrix" },
             SourceError::MultipleSeries { count: 3 },
-            SourceError::InvalidRange {
-                reason: "zero step",
-            },
-            SourceError::CircuitOpen {
-                until: Timestamp::UNIX_EPOCH,
-            },
+            SourceError::InvalidRange { reason: "zero step" },
+            SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH },
         ];
         let mut categories: Vec<_> = errors.iter().map(SourceError::category).collect();
         categories.sort_unstable();
@@ -221,42 +199,15 @@ mod tests {
     #[test]
     fn only_server_trouble_counts_towards_the_breaker() {
         let cases = [
-            (
-                SourceError::Connect {
-                    message: "refused".into(),
-                },
-                true,
-            ),
-            (
-                SourceError::Timeout {
-                    after: Duration::from_secs(5),
-                },
-                true,
-            ),
+            (SourceError::Connect { message: "refused".into() }, true),
+            (SourceError::Timeout { after: Duration::from_secs(5) }, true),
             (SourceError::Http { status: 503 }, true),
             (SourceError::Http { status: 429 }, true),
             (SourceError::Http { status: 401 }, false),
-            (
-                SourceError::Prometheus {
-                    error_type: "unavailable".into(),
-                    message: String::new(),
-                },
-                true,
-            ),
-            (
-                SourceError::Prometheus {
-                    error_type: "bad_data".into(),
-                    message: String::new(),
-                },
-                false,
-            ),
+            (SourceError::Prometheus { error_type: "unavailable".into(), message: String::new() }, true),
+            (SourceError::Prometheus { error_type: "bad_data".into(), message: String::new() }, false),
             (SourceError::MultipleSeries { count: 2 }, false),
-            (
-                SourceError::CircuitOpen {
-                    until: Timestamp::UNIX_EPOCH,
-                },
-                false,
-            ),
+            (SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH }, false),
         ];
         for (error, expected) in cases {
             assert_eq!(error.is_server_failure(), expected, "{error:?}");
@@ -266,10 +217,7 @@ mod tests {
     #[test]
     fn multiple_series_message_tells_the_user_to_aggregate() {
         let message = SourceError::MultipleSeries { count: 2 }.to_string();
-        assert!(
-            message.contains("2 series") && message.contains("sum("),
-            "{message}"
-        );
+        assert!(message.contains("2 series") && message.contains("sum("), "{message}");
     }
 
     #[test]

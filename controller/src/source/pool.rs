@@ -5,9 +5,7 @@
 //! ones that happened to see the failures. Configs that differ only in credentials or headers get their own client
 //! but still share the address's breaker.
 
-use super::breaker::{
-    BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, system_clock,
-};
+use super::breaker::{BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, system_clock};
 use super::prometheus::{ConfigError, PrometheusConfig, PrometheusSource};
 use super::{MetricsSource, QueryObserver};
 use std::collections::HashMap;
@@ -41,24 +39,12 @@ impl SourcePool {
         Self::with_clock(breaker, observer, system_clock())
     }
 
-    pub fn with_clock(
-        breaker: BreakerConfig,
-        observer: Arc<dyn QueryObserver>,
-        clock: Clock,
-    ) -> Self {
-        Self {
-            breaker,
-            observer,
-            clock,
-            entries: Mutex::new(Entries::default()),
-        }
+    pub fn with_clock(breaker: BreakerConfig, observer: Arc<dyn QueryObserver>, clock: Clock) -> Self {
+        Self { breaker, observer, clock, entries: Mutex::new(Entries::default()) }
     }
 
     /// The source for `config`, built on first use (which validates the config) and shared afterwards.
-    pub fn get_or_create(
-        &self,
-        config: &PrometheusConfig,
-    ) -> Result<Arc<dyn MetricsSource>, ConfigError> {
+    pub fn get_or_create(&self, config: &PrometheusConfig) -> Result<Arc<dyn MetricsSource>, ConfigError> {
         let mut entries = self.lock();
         if let Some(source) = entries.sources.get(config) {
             return Ok(source.clone());
@@ -69,12 +55,7 @@ impl SourcePool {
             .circuits
             .entry(label.clone())
             .or_insert_with(|| {
-                Arc::new(CircuitBreaker::new(
-                    label,
-                    self.breaker,
-                    self.clock.clone(),
-                    self.observer.clone(),
-                ))
+                Arc::new(CircuitBreaker::new(label, self.breaker, self.clock.clone(), self.observer.clone()))
             })
             .clone();
         let source = Arc::new(BreakerSource::new(prometheus, circuit));
@@ -84,12 +65,8 @@ impl SourcePool {
 
     /// Each address's circuit state, for a metrics scrape or a status page. Addresses have credentials removed.
     pub fn circuit_states(&self) -> Vec<(String, CircuitState)> {
-        let mut states: Vec<_> = self
-            .lock()
-            .circuits
-            .iter()
-            .map(|(address, circuit)| (address.clone(), circuit.state()))
-            .collect();
+        let mut states: Vec<_> =
+            self.lock().circuits.iter().map(|(address, circuit)| (address.clone(), circuit.state())).collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
     }
@@ -104,11 +81,8 @@ impl SourcePool {
     pub fn retain(&self, keep: impl Fn(&PrometheusConfig) -> bool) {
         let mut entries = self.lock();
         entries.sources.retain(|config, _| keep(config));
-        let live: std::collections::HashSet<String> = entries
-            .sources
-            .keys()
-            .map(|config| address_label(&config.address))
-            .collect();
+        let live: std::collections::HashSet<String> =
+            entries.sources.keys().map(|config| address_label(&config.address)).collect();
         entries.circuits.retain(|address, _| live.contains(address));
     }
 
@@ -122,9 +96,7 @@ impl SourcePool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -165,56 +137,36 @@ mod tests {
     fn different_credentials_get_their_own_client_but_share_the_breaker() {
         let pool = pool();
         let plain = PrometheusConfig::new("http://prom:9090");
-        let with_token = PrometheusConfig {
-            auth: Some(Auth::Bearer("t".into())),
-            ..plain.clone()
-        };
+        let with_token = PrometheusConfig { auth: Some(Auth::Bearer("t".into())), ..plain.clone() };
         let a = pool.get_or_create(&plain).expect("valid");
         let b = pool.get_or_create(&with_token).expect("valid");
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(pool.len(), 2);
-        assert_eq!(
-            pool.circuit_states(),
-            [("http://prom:9090".to_owned(), CircuitState::Closed)]
-        );
+        assert_eq!(pool.circuit_states(), [("http://prom:9090".to_owned(), CircuitState::Closed)]);
     }
 
     #[test]
     fn invalid_configs_are_not_cached() {
         let pool = pool();
-        let error = pool
-            .get_or_create(&PrometheusConfig::new("prom"))
-            .err()
-            .expect("invalid");
-        assert!(
-            matches!(error, ConfigError::InvalidAddress { .. }),
-            "{error:?}"
-        );
+        let error = pool.get_or_create(&PrometheusConfig::new("prom")).err().expect("invalid");
+        assert!(matches!(error, ConfigError::InvalidAddress { .. }), "{error:?}");
         assert!(pool.is_empty());
     }
 
     #[test]
     fn retain_drops_unused_clients_and_breakers() {
         let pool = pool();
-        pool.get_or_create(&PrometheusConfig::new("http://a:9090"))
-            .expect("valid");
-        pool.get_or_create(&PrometheusConfig::new("http://b:9090"))
-            .expect("valid");
+        pool.get_or_create(&PrometheusConfig::new("http://a:9090")).expect("valid");
+        pool.get_or_create(&PrometheusConfig::new("http://b:9090")).expect("valid");
         pool.retain(|config| config.address.contains("//a"));
         assert_eq!(pool.len(), 1);
-        assert_eq!(
-            pool.circuit_states(),
-            [("http://a:9090".to_owned(), CircuitState::Closed)]
-        );
+        assert_eq!(pool.circuit_states(), [("http://a:9090".to_owned(), CircuitState::Closed)]);
         assert!(pool.circuit("http://b:9090").is_none());
     }
 
     #[test]
     fn labels_carry_no_credentials() {
-        assert_eq!(
-            address_label("https://user:pw@prom.example:9090/prom/"),
-            "https://prom.example:9090/prom"
-        );
+        assert_eq!(address_label("https://user:pw@prom.example:9090/prom/"), "https://prom.example:9090/prom");
         assert_eq!(address_label("http://prom:9090"), "http://prom:9090");
     }
 

@@ -46,13 +46,7 @@ impl std::fmt::Debug for PrometheusConfig {
 impl PrometheusConfig {
     /// A config for `address` with the default timeout and nothing else.
     pub fn new(address: impl Into<String>) -> Self {
-        Self {
-            address: address.into(),
-            timeout: DEFAULT_TIMEOUT,
-            auth: None,
-            headers: Vec::new(),
-            ca_pem: None,
-        }
+        Self { address: address.into(), timeout: DEFAULT_TIMEOUT, auth: None, headers: Vec::new(), ca_pem: None }
     }
 }
 
@@ -68,10 +62,7 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Self::Basic { username, .. } => write!(
-                f,
-                "Basic {{ username: {username:?}, password: <redacted> }}"
-            ),
+            Self::Basic { username, .. } => write!(f, "Basic {{ username: {username:?}, password: <redacted> }}"),
         }
     }
 }
@@ -81,13 +72,11 @@ impl Auth {
         let text = match self {
             Self::Bearer(token) => format!("Bearer {}", token.trim()),
             Self::Basic { username, password } => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
                 format!("Basic {encoded}")
             }
         };
-        let mut value =
-            HeaderValue::from_str(&text).map_err(|_| ConfigError::InvalidCredentials)?;
+        let mut value = HeaderValue::from_str(&text).map_err(|_| ConfigError::InvalidCredentials)?;
         value.set_sensitive(true);
         Ok(value)
     }
@@ -141,27 +130,17 @@ impl PrometheusSource {
             return Err(ConfigError::ZeroTimeout);
         }
         let headers = default_headers(config)?;
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .default_headers(headers);
+        let mut builder =
+            reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout).default_headers(headers);
         if let Some(pem) = &config.ca_pem {
             builder = builder.tls_certs_merge(parse_ca_pem(pem)?);
         }
         ensure_crypto_provider();
-        let http = builder.build().map_err(|error| ConfigError::BuildClient {
-            message: error_chain(&error),
-        })?;
+        let http = builder.build().map_err(|error| ConfigError::BuildClient { message: error_chain(&error) })?;
         let client = prometheus_http_query::Client::from(http, url.as_str()).map_err(|error| {
-            ConfigError::InvalidAddress {
-                address: config.address.clone(),
-                reason: error.to_string(),
-            }
+            ConfigError::InvalidAddress { address: config.address.clone(), reason: error.to_string() }
         })?;
-        Ok(Self {
-            client,
-            timeout: config.timeout,
-        })
+        Ok(Self { client, timeout: config.timeout })
     }
 
     /// The timeout sent to Prometheus, a little under ours so that Prometheus gives up (and says so) first.
@@ -183,16 +162,10 @@ fn ensure_crypto_provider() {
 }
 
 fn validate_address(address: &str) -> Result<reqwest::Url, ConfigError> {
-    let invalid = |reason: &str| ConfigError::InvalidAddress {
-        address: address.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| ConfigError::InvalidAddress { address: address.to_owned(), reason: reason.to_owned() };
     let url = reqwest::Url::parse(address.trim()).map_err(|error| invalid(&error.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::UnsupportedScheme {
-            address: address.to_owned(),
-            scheme: url.scheme().to_owned(),
-        });
+        return Err(ConfigError::UnsupportedScheme { address: address.to_owned(), scheme: url.scheme().to_owned() });
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
@@ -211,8 +184,8 @@ fn default_headers(config: &PrometheusConfig) -> Result<HeaderMap, ConfigError> 
         if header == AUTHORIZATION && config.auth.is_some() {
             return Err(ConfigError::ConflictingAuthorization { name: name.clone() });
         }
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| ConfigError::InvalidHeaderValue { name: name.clone() })?;
+        let mut value =
+            HeaderValue::from_str(value).map_err(|_| ConfigError::InvalidHeaderValue { name: name.clone() })?;
         value.set_sensitive(header == AUTHORIZATION);
         headers.append(header, value);
     }
@@ -223,14 +196,10 @@ fn default_headers(config: &PrometheusConfig) -> Result<HeaderMap, ConfigError> 
 }
 
 fn parse_ca_pem(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ConfigError> {
-    let certificates =
-        reqwest::Certificate::from_pem_bundle(pem).map_err(|error| ConfigError::InvalidCaPem {
-            reason: error_chain(&error),
-        })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|error| ConfigError::InvalidCaPem { reason: error_chain(&error) })?;
     if certificates.is_empty() {
-        return Err(ConfigError::InvalidCaPem {
-            reason: "no CERTIFICATE block found".to_owned(),
-        });
+        return Err(ConfigError::InvalidCaPem { reason: "no CERTIFICATE block found".to_owned() });
     }
     Ok(certificates)
 }
@@ -253,31 +222,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 fn map_error(error: prometheus_http_query::Error, timeout: Duration) -> SourceError {
     use prometheus_http_query::Error;
     match error {
-        Error::Prometheus(e) => SourceError::Prometheus {
-            error_type: e.error_type().to_string(),
-            message: e.message().to_owned(),
-        },
+        Error::Prometheus(e) => {
+            SourceError::Prometheus { error_type: e.error_type().to_string(), message: e.message().to_owned() }
+        }
         Error::Client(e) => match e.inner() {
             Some(http) if http.is_timeout() => SourceError::Timeout { after: timeout },
-            Some(http) if http.is_status() => SourceError::Http {
-                status: http.status().map_or(0, |status| status.as_u16()),
-            },
-            Some(http) if http.is_decode() => SourceError::Decode {
-                message: error_chain(&e),
-            },
+            Some(http) if http.is_status() => {
+                SourceError::Http { status: http.status().map_or(0, |status| status.as_u16()) }
+            }
+            Some(http) if http.is_decode() => SourceError::Decode { message: error_chain(&e) },
             // Connection refused or reset, TLS failure, connection closed before a full answer.
             Some(http) if http.is_connect() || http.is_request() || http.is_body() => {
-                SourceError::Connect {
-                    message: error_chain(http),
-                }
+                SourceError::Connect { message: error_chain(http) }
             }
-            _ => SourceError::Decode {
-                message: error_chain(&e),
-            },
+            _ => SourceError::Decode { message: error_chain(&e) },
         },
-        other => SourceError::Decode {
-            message: error_chain(&other),
-        },
+        other => SourceError::Decode { message: error_chain(&other) },
     }
 }
 
@@ -289,9 +249,8 @@ fn one_series<T>(mut series: Vec<T>) -> Result<Option<T>, SourceError> {
 }
 
 fn to_sample(sample: &prometheus_http_query::response::Sample) -> Result<Sample, SourceError> {
-    let time = timestamp_from_seconds(sample.timestamp()).ok_or_else(|| SourceError::Decode {
-        message: format!("timestamp {} out of range", sample.timestamp()),
-    })?;
+    let time = timestamp_from_seconds(sample.timestamp())
+        .ok_or_else(|| SourceError::Decode { message: format!("timestamp {} out of range", sample.timestamp()) })?;
     Ok(Sample::new(time, sample.value()))
 }
 
@@ -302,11 +261,7 @@ fn prometheus_time(at: Timestamp) -> String {
 }
 
 impl MetricsSource for PrometheusSource {
-    fn instant<'a>(
-        &'a self,
-        query: &'a str,
-        at: Timestamp,
-    ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+    fn instant<'a>(&'a self, query: &'a str, at: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
             let answer = self
                 .client
@@ -317,14 +272,9 @@ impl MetricsSource for PrometheusSource {
                 .await
                 .map_err(|error| self.map_error(error))?;
             match answer.into_inner().0 {
-                Data::Vector(vector) => one_series(vector)?
-                    .map(|v| to_sample(v.sample()))
-                    .into_iter()
-                    .collect(),
+                Data::Vector(vector) => one_series(vector)?.map(|v| to_sample(v.sample())).into_iter().collect(),
                 Data::Scalar(sample) => Ok(vec![to_sample(&sample)?]),
-                Data::Matrix(_) => Err(SourceError::UnexpectedResult {
-                    result_type: "range vector",
-                }),
+                Data::Matrix(_) => Err(SourceError::UnexpectedResult { result_type: "range vector" }),
             }
         })
     }
@@ -340,8 +290,8 @@ impl MetricsSource for PrometheusSource {
     ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
             range_points(start, end, step)?;
-            let start_s = start.as_millisecond().div_euclid(1000)
-                + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
+            let start_s =
+                start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
             let end_s = end.as_millisecond().div_euclid(1000);
             if start_s > end_s {
                 return Ok(vec![]);
@@ -358,12 +308,8 @@ impl MetricsSource for PrometheusSource {
                     Some(series) => series.samples().iter().map(to_sample).collect(),
                     None => Ok(vec![]),
                 },
-                Data::Vector(_) => Err(SourceError::UnexpectedResult {
-                    result_type: "instant vector",
-                }),
-                Data::Scalar(_) => Err(SourceError::UnexpectedResult {
-                    result_type: "scalar",
-                }),
+                Data::Vector(_) => Err(SourceError::UnexpectedResult { result_type: "instant vector" }),
+                Data::Scalar(_) => Err(SourceError::UnexpectedResult { result_type: "scalar" }),
             }
         })
     }
@@ -383,10 +329,7 @@ mod tests {
     #[test]
     fn valid_configs_build() {
         let mut full = config("https://prometheus.monitoring.svc:9090/prometheus");
-        full.auth = Some(Auth::Basic {
-            username: "scaler".into(),
-            password: "s3cret".into(),
-        });
+        full.auth = Some(Auth::Basic { username: "scaler".into(), password: "s3cret".into() });
         full.headers = vec![("X-Scope-OrgID".into(), "team-a".into())];
         full.ca_pem = Some(CA_PEM.as_bytes().to_vec());
         for config in [config("http://127.0.0.1:9090"), full] {
@@ -414,42 +357,16 @@ mod tests {
             (config("not a url"), "invalid Prometheus address"),
             (config("ftp://prom:9090"), "scheme must be http or https"),
             (config("http://prom:9090/?x=1"), "query string"),
-            (
-                PrometheusConfig {
-                    timeout: Duration::ZERO,
-                    ..ok()
-                },
-                "timeout must be positive",
-            ),
-            (
-                header(ok(), "bad header", "v"),
-                "invalid HTTP header name \"bad header\"",
-            ),
-            (
-                header(ok(), "X-Tenant", "line\nbreak"),
-                "invalid value for HTTP header \"X-Tenant\"",
-            ),
-            (
-                header(bearer(ok(), "t"), "authorization", "Bearer x"),
-                "conflicts with the configured authentication",
-            ),
-            (
-                bearer(ok(), "tok\u{7f}en"),
-                "credentials contain characters",
-            ),
+            (PrometheusConfig { timeout: Duration::ZERO, ..ok() }, "timeout must be positive"),
+            (header(ok(), "bad header", "v"), "invalid HTTP header name \"bad header\""),
+            (header(ok(), "X-Tenant", "line\nbreak"), "invalid value for HTTP header \"X-Tenant\""),
+            (header(bearer(ok(), "t"), "authorization", "Bearer x"), "conflicts with the configured authentication"),
+            (bearer(ok(), "tok\u{7f}en"), "credentials contain characters"),
             (pem(ok(), "not a certificate"), "no CERTIFICATE block"),
-            (
-                pem(
-                    ok(),
-                    "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-                ),
-                "invalid CA certificate PEM",
-            ),
+            (pem(ok(), "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"), "invalid CA certificate PEM"),
         ];
         for (config, expected) in cases {
-            let error = PrometheusSource::new(&config)
-                .expect_err(expected)
-                .to_string();
+            let error = PrometheusSource::new(&config).expect_err(expected).to_string();
             assert!(error.contains(expected), "{config:?}: {error}");
         }
     }
@@ -457,10 +374,7 @@ mod tests {
     #[test]
     fn errors_never_show_secrets() {
         let mut c = config("http://prom:9090");
-        c.auth = Some(Auth::Basic {
-            username: "u".into(),
-            password: "hunter2".into(),
-        });
+        c.auth = Some(Auth::Basic { username: "u".into(), password: "hunter2".into() });
         c.headers.push(("X-Api-Key".into(), "hunter2\n".into()));
         let error = PrometheusSource::new(&c).expect_err("bad header value");
         assert!(!error.to_string().contains("hunter2"));
