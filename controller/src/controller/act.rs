@@ -74,10 +74,17 @@ pub async fn act(
     if scaled {
         ctx.remember_pending(sp, new.history.first().cloned());
     }
-    write_status(sp, ctx, old, &new).await?;
+    let notices = report::notices(old, &new, &outcome);
+    if let Err(error) = write_status(sp, ctx, old, &new).await {
+        // The scale happened: say so now, the next reconcile writes its history entry but no second event.
+        for notice in notices.iter().filter(|n| n.action == report::SCALE_ACTION) {
+            publish(sp, ctx, notice).await;
+        }
+        return Err(error);
+    }
     ctx.remember_pending(sp, None);
-    for notice in report::notices(old, &new, &outcome) {
-        publish(sp, ctx, &notice).await;
+    for notice in &notices {
+        publish(sp, ctx, notice).await;
     }
     Ok(())
 }

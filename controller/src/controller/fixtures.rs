@@ -390,3 +390,49 @@ async fn an_unchanged_evaluation_writes_nothing() {
     .await
     .expect("reconciled");
 }
+
+#[tokio::test]
+async fn a_scale_whose_status_write_failed_is_recorded_once_by_the_next_reconcile() {
+    // Reconcile 1: the scale patch succeeds, the status write gets a 500. Reconcile 2 (same object, status still
+    // empty): the target has the 3 replicas Foresight set, which must be recorded as Foresight's scale, once,
+    // and not as someone else's change.
+    let sp = policy();
+    let answer = sp.clone();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let script = tokio::spawn(async move {
+        let mut api = ApiServerVerifier(handle);
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        api.expect(Method::PATCH, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
+        let boom = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError",
+            "code": 500, "message": "etcd is sad" });
+        api.expect(Method::PATCH, STATUS_PATH, StatusCode::INTERNAL_SERVER_ERROR, boom).await;
+        // The scale is announced even though its status write failed.
+        assert_eq!(api.expect_event().await.body["reason"], json!("ScaledUp"));
+
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        let history = status["history"].as_array().expect("history").clone();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0]["policy"], json!("target/cpu"));
+        assert_eq!((history[0]["from"].clone(), history[0]["to"].clone()), (json!(2), json!(3)));
+        api.expect_nothing_more().await;
+    });
+    // cpu 60 % against 60 % at 2 replicas would hold; start high so that the first reconcile scales.
+    let high = cpu_at(&sp, 90.0);
+    let ctx = Arc::new(
+        Context::new(client, Sources::Fixed(high.clone()), Some("http://prometheus.test:9090".into()), "test-pod")
+            .with_clock(Arc::new(now)),
+    );
+    let first = reconcile(Arc::new(sp.clone()), ctx.clone()).await;
+    assert_eq!(first.expect_err("status write failed").category(), "patch_status");
+    // The load has settled at target by the retry.
+    let query = promql::query(&sp.spec.metrics[0], Scope::new("shop", &sp.spec.target_ref)).expect("query");
+    high.set(
+        query,
+        (0..=40).map(|i| Sample::new(now() - jiff::SignedDuration::from_secs(15 * (40 - i)), 60.0)).collect(),
+    );
+    reconcile(Arc::new(sp), ctx.clone()).await.expect("second reconcile");
+    drop(ctx);
+    tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("script passed");
+}

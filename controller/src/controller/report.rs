@@ -54,6 +54,9 @@ pub struct Outcome<'a> {
     pub scaled: bool,
 }
 
+/// The action of the events that report a change of replicas.
+pub const SCALE_ACTION: &str = "Scale";
+
 /// An Event to publish on the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
@@ -198,13 +201,13 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
             if rec.desired > rec.current { ("ScaledUp", "Scaled up") } else { ("ScaledDown", "Scaled down") };
         out.push(Notice::normal(
             reason,
-            "Scale",
+            SCALE_ACTION,
             format!("{verb} from {} to {}: {}", rec.current, rec.desired, rec.reason),
         ));
         if rec.is_predictive_scale_up() {
             out.push(Notice::normal(
                 "PredictiveScaleUp",
-                "Scale",
+                SCALE_ACTION,
                 format!("Scaled up ahead of forecast load from {} to {}: {}", rec.current, rec.desired, rec.reason),
             ));
         }
