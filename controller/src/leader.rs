@@ -32,13 +32,21 @@ pub enum LeaderError {
     },
 }
 
-/// A running election: drop the returned handle's stop sender (or call [`Election::stop`]) to release the lease.
+/// A running election. [`Election::stop`] releases the lease; dropping it keeps campaigning in the background.
 pub struct Election {
     stop: tokio::sync::oneshot::Sender<()>,
     task: JoinHandle<()>,
+    manager: tokio::task::AbortHandle,
 }
 
 impl Election {
+    /// Abandons the election without releasing the lease, as a crashed replica would: a standby takes over
+    /// only when the lease expires.
+    pub fn abandon(self) {
+        self.manager.abort();
+        self.task.abort();
+    }
+
     /// Stops campaigning, releases the lease if held, and clears the flag.
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -46,24 +54,50 @@ impl Election {
     }
 }
 
-/// Campaigns for `namespace/name` as `identity`, keeping `leader` (and the leader metric) up to date.
+/// Which Lease to campaign for, as whom, and how long a lease lasts.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub duration_seconds: u64,
+    pub grace_seconds: u64,
+}
+
+impl LeaseConfig {
+    /// A config with the default timing.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+        LeaseConfig {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            duration_seconds: LEASE_DURATION_SECONDS,
+            grace_seconds: LEASE_GRACE_SECONDS,
+        }
+    }
+}
+
+/// Campaigns for the Lease, keeping `leader` (and the leader metric) up to date.
 pub async fn start(
     client: Client,
-    namespace: &str,
-    name: &str,
-    identity: &str,
+    config: &LeaseConfig,
     leader: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> Result<Election, LeaderError> {
-    let manager = LeaseManagerBuilder::new(client, name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(LEASE_DURATION_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
+    let manager = LeaseManagerBuilder::new(client, &config.name)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.identity)
+        .with_duration(config.duration_seconds)
+        .with_grace(config.grace_seconds)
         .build()
         .await
-        .map_err(|source| LeaderError::Build { namespace: namespace.into(), name: name.into(), source })?;
+        .map_err(|source| LeaderError::Build {
+            namespace: config.namespace.clone(),
+            name: config.name.clone(),
+            source,
+        })?;
     let (mut changes, manager_task) = manager.watch().await;
+    let manager_abort = manager_task.abort_handle();
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         loop {
@@ -90,5 +124,5 @@ pub async fn start(
             Err(error) => tracing::warn!(%error, "leader election task failed"),
         }
     });
-    Ok(Election { stop, task })
+    Ok(Election { stop, task, manager: manager_abort })
 }

@@ -119,7 +119,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let election = if args.leader_election {
         let namespace = args.lease_namespace(std::env::var("POD_NAMESPACE").ok());
         tracing::info!(%namespace, lease = %args.lease_name, %identity, "campaigning for leadership");
-        Some(leader::start(client, &namespace, &args.lease_name, &identity, leader, metrics.clone()).await?)
+        let config = leader::LeaseConfig::new(namespace, args.lease_name.clone(), identity.clone());
+        Some(leader::start(client, &config, leader, metrics.clone()).await?)
     } else {
         None
     };

@@ -436,3 +436,17 @@ async fn a_scale_whose_status_write_failed_is_recorded_once_by_the_next_reconcil
     drop(ctx);
     tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("script passed");
 }
+
+#[tokio::test]
+async fn a_standby_replica_sends_nothing() {
+    let sp = policy();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let script = tokio::spawn(ApiServerVerifier(handle).expect_nothing_more());
+    let ctx =
+        Context::new(client, Sources::Fixed(cpu_at(&sp, 90.0)), Some("http://prometheus.test:9090".into()), "standby")
+            .with_leader(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let action = reconcile(Arc::new(sp), Arc::new(ctx)).await.expect("requeued");
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("no request");
+}
