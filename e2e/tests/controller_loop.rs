@@ -168,3 +168,81 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = FakeApiServer::builder()
+        .with_namespace("shop")
+        .with_kind(
+            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
+                .with_status(),
+        )
+        .build();
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(foresight_e2e::fakeapi::fixtures::scalable_crd(
+        "example.com",
+        "v1",
+        "widgets",
+        "Widget",
+        &[],
+    ))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd).await.expect("create crd");
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &ar);
+    let mut widget = DynamicObject::new("queue", &ar);
+    widget.data = json!({ "spec": { "replicas": 1 } });
+    widgets.create(&PostParams::default(), &widget).await.expect("create widget");
+
+    // A custom query (constant 100 against a target of 50) doubles the replicas, up to maxReplicas 2.
+    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": { "name": "queue", "namespace": "shop" },
+        "spec": {
+            "targetRef": { "apiVersion": "example.com/v1", "kind": "Widget", "name": "queue" },
+            "maxReplicas": 2,
+            "interval": "1s",
+            "metrics": [ { "name": "depth", "query": { "promql": "vector(100)" } } ],
+            "policies": { "target": [ { "metric": "depth", "value": 50 } ] }
+        }
+    }))
+    .expect("valid policy");
+    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let ctx = Arc::new(Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "crd-test"));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: vec![], concurrency: 2 };
+    let run = tokio::spawn(controller::run(ctx, options, ready, async {
+        let _ = stopped.await;
+    }));
+
+    eventually("the Widget to reach 2 replicas", || {
+        let widgets = widgets.clone();
+        async move {
+            let w = widgets.get("queue").await.ok();
+            w.is_some_and(|w| w.data["spec"]["replicas"] == json!(2))
+        }
+    })
+    .await;
+    eventually("the scale in status", || {
+        let policies = policies.clone();
+        async move {
+            let status = policies.get("queue").await.ok().and_then(|p| p.status);
+            status.is_some_and(|s| s.history.first().is_some_and(|h| (h.from, h.to) == (1, 2)))
+        }
+    })
+    .await;
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+}
