@@ -355,11 +355,20 @@ async fn an_invalid_policy_is_reported_and_never_scales() {
 async fn a_conflicting_scale_patch_writes_no_history_and_fails_for_retry() {
     let sp = policy();
     let source = cpu_at(&sp, 90.0);
-    let result = run(sp, source, |mut api| async move {
+    let answer = sp.clone();
+    let result = run(sp, source, move |mut api| async move {
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
         let conflict = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
             "message": "the object has been modified" });
         api.expect(Method::PATCH, SCALE_PATH, StatusCode::CONFLICT, conflict).await;
+        // No history entry: only Ready=False with the reason, and a Warning event.
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        assert!(status.get("history").is_none(), "{status}");
+        let ready = condition(&status, "Ready");
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ScaleFailed")));
+        assert!(ready["message"].as_str().is_some_and(|m| m.contains("modified")), "{ready}");
+        let event = api.expect_event().await.body;
+        assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("ScaleFailed"), Some("Warning")));
         api.expect_nothing_more().await;
     })
     .await;

@@ -280,7 +280,7 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
         "evaluated"
     );
     if let Err(error) = act::act(sp, ctx, &old, &policy, &obs, &rec).await {
-        if matches!(error, Error::TargetNotFound { .. }) {
+        if matches!(error, Error::TargetNotFound { .. } | Error::PatchScale { .. }) {
             act::report_failure(sp, ctx, &old, now, error.reason(), &error.to_string()).await;
         }
         return Err(error);
