@@ -8,7 +8,14 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crdgen;
 pub mod engine;
 pub mod forecast;
+pub mod leader;
+pub mod metrics;
+pub mod promql;
+pub mod run;
+pub mod server;
 pub mod source;
+pub mod telemetry;
