@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use foresight_e2e::harness::{ControllerOptions, Harness, Scenario};
+use foresight_e2e::harness::{ControllerOptions, Harness, Scenario, condition};
 use foresight_e2e::sim::LoadProfile;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -73,5 +73,276 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
     let gap = down.time.0.duration_since(up.time.0).as_secs_f64();
     assert!(gap >= 15.0, "scaled in {gap}s after scaling out, inside the 15 s cooldown: {:?}", status.history);
     assert!(!h.events_with_reason("ScaledDown").await.is_empty(), "no ScaledDown event");
+    done(&h, started);
+}
+
+/// Scales out when p99 latency stays above 500 ms; an error rate above 1 % vetoes scaling in on low CPU.
+const SLO_GUARD: &str = r#"
+apiVersion: autoscaling.foresight.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web-slo }
+spec:
+  targetRef: { apiVersion: apps/v1, kind: Deployment, name: web }
+  minReplicas: 2
+  maxReplicas: 6
+  interval: 2s
+  metrics:
+    - name: cpu
+      cpu: { container: app, window: 10s }
+    - name: p99
+      latency: { quantile: 0.99, window: 5s }
+    - name: errors
+      errorRate: { window: 5s }
+      vetoScaleDown: { above: 0.01 }
+  policies:
+    threshold:
+      - metric: p99
+        scaleUpAbove: 0.5
+        scaleUpFor: 10s
+        scaleUpStep: { type: Pods, value: 1 }
+      - metric: cpu
+        scaleDownBelow: 30
+        scaleDownFor: 10s
+  behavior:
+    scaleUp: { stabilizationWindow: 0s }
+    scaleDown: { stabilizationWindow: 0s, cooldown: 15s }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latency_slo_scales_out_and_errors_veto_scale_in() {
+    let started = Instant::now();
+    // 170 req/s over 2 pods: 85 % of each pod's capacity, p99 about 0.6 s (with 3 pods: 0.2 s).
+    let h = start(Scenario::new("slo-guard").replicas(2).profile(LoadProfile::Constant(170.0))).await;
+    h.apply_policy(SLO_GUARD).await.expect("apply policy");
+    h.wait_for_replicas("scale-out on p99 above 0.5 s", MINUTE, |r| r >= 3).await;
+    let status = h.policy_status().await.expect("status");
+    assert_eq!(status.history[0].policy, "threshold/p99", "{:?}", status.history);
+    // The new pods take load and the 5 s latency window forgets the overload.
+    h.wait_for("p99 back under 0.5 s", MINUTE, || async {
+        let e = h.policy_status().await?.last_evaluation?;
+        let p99 = e.metrics.iter().find(|m| m.name == "p99")?.value?;
+        (p99 < 0.5).then_some(())
+    })
+    .await;
+    let replicas = h.replicas().await;
+
+    // Low load (CPU about 5 %) would scale in, but 5 % of requests fail.
+    h.sim.set_extra_error_fraction(0.05);
+    h.sim.set_profile(LoadProfile::Constant(10.0));
+    let vetoed = |s: &foresight::api::ScalingPolicyStatus| {
+        s.last_evaluation.as_ref().is_some_and(|e| e.limited_by.iter().any(|l| l.to_lowercase().contains("veto")))
+    };
+    let first_veto = h
+        .wait_for("an evaluation whose scale-in the error rate vetoed", MINUTE, || async {
+            let s = h.policy_status().await?;
+            vetoed(&s).then(|| s.last_evaluation.map(|e| e.time.0))?
+        })
+        .await;
+    // The veto holds for longer than scaleDownFor + cooldown would need.
+    h.wait_for("the veto to hold for 20 s of evaluations", MINUTE, || async {
+        let s = h.policy_status().await?;
+        let e = s.last_evaluation.as_ref()?;
+        assert!(vetoed(&s), "veto lifted while errors were above 1 %: {e:?}");
+        assert_eq!(h.replicas().await, replicas, "scaled despite the error-rate veto");
+        (e.time.0.duration_since(first_veto).as_secs_f64() >= 20.0).then_some(())
+    })
+    .await;
+
+    // Errors stop: the scale-in goes ahead.
+    h.sim.set_extra_error_fraction(0.0);
+    h.wait_for_replicas("scale-in once errors stop", MINUTE, |r| r < replicas).await;
+    done(&h, started);
+}
+
+/// Step scaling on CPU with a quick fallback, for the outage scenario.
+const CPU_OUTAGE: &str = r#"
+apiVersion: autoscaling.foresight.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web-cpu }
+spec:
+  targetRef: { apiVersion: apps/v1, kind: Deployment, name: web }
+  minReplicas: 1
+  maxReplicas: 6
+  interval: 2s
+  metrics:
+    - name: cpu
+      cpu: { container: app, window: 10s }
+  policies:
+    threshold:
+      - metric: cpu
+        scaleUpAbove: 70
+        scaleUpFor: 10s
+        scaleDownBelow: 10
+        scaleDownFor: 10s
+  behavior:
+    scaleUp: { stabilizationWindow: 0s }
+    scaleDown: { stabilizationWindow: 0s, cooldown: 15s }
+  fallback: { failureThreshold: 2 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_outage_holds_replicas_and_says_why_then_recovers() {
+    let started = Instant::now();
+    // 50 req/s over 2 pods: 50 % CPU, between the bounds.
+    let mut h = start(Scenario::new("outage").replicas(2).profile(LoadProfile::Constant(50.0))).await;
+    h.apply_policy(CPU_OUTAGE).await.expect("apply policy");
+    h.wait_for("metrics to be read", MINUTE, || async {
+        let s = h.policy_status().await?;
+        (condition(&s, "MetricsAvailable")? == ("True".into(), "MetricsRead".into())).then_some(())
+    })
+    .await;
+
+    h.prometheus().expect("local Prometheus").stop().expect("stop Prometheus");
+    let reason = h
+        .wait_for("MetricsAvailable=False during the outage", MINUTE, || async {
+            let s = h.policy_status().await?;
+            let (status, reason) = condition(&s, "MetricsAvailable")?;
+            (status == "False").then_some(reason)
+        })
+        .await;
+    assert!(["NoMetrics", "FallbackActive"].contains(&reason.as_str()), "reason {reason}");
+    h.wait_for("a MetricsUnavailable warning event", Duration::from_secs(20), || async {
+        (!h.events_with_reason("MetricsUnavailable").await.is_empty()).then_some(())
+    })
+    .await;
+    h.wait_for("3 failed evaluations in a row", MINUTE, || async {
+        (h.policy_status().await?.consecutive_metric_failures >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(h.replicas().await, 2, "replicas changed while no metric could be read");
+
+    h.prometheus().expect("local Prometheus").restart().expect("restart Prometheus");
+    h.wait_for("MetricsAvailable=True after the restart", Duration::from_secs(90), || async {
+        let s = h.policy_status().await?;
+        (condition(&s, "MetricsAvailable")?.0 == "True").then_some(())
+    })
+    .await;
+    // And it scales again: 90 req/s over 2 pods is 90 % CPU.
+    h.sim.set_profile(LoadProfile::Constant(90.0));
+    h.wait_for_replicas("scale-out after recovery", MINUTE, |r| r >= 3).await;
+    done(&h, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dry_run_records_decisions_without_patching_and_pause_stops_patching() {
+    let started = Instant::now();
+    // 80 % CPU: the policy wants 3.
+    let h = start(Scenario::new("dry-run").replicas(2).profile(LoadProfile::Constant(80.0))).await;
+    let dry_run = CPU_THRESHOLD.replace("interval: 2s", "interval: 2s\n  dryRun: true");
+    h.apply_policy(&dry_run).await.expect("apply policy");
+    h.wait_for("a DryRunDecision event", MINUTE, || async {
+        (!h.events_with_reason("DryRunDecision").await.is_empty()).then_some(())
+    })
+    .await;
+    let status = h.policy_status().await.expect("status");
+    let evaluation = status.last_evaluation.clone().expect("evaluation");
+    assert_eq!(evaluation.decision, "ScaleUp", "{evaluation:?}");
+    assert_eq!(status.desired_replicas, Some(3));
+    assert_eq!(condition(&status, "ScalingActive"), Some(("False".into(), "DryRun".into())));
+    assert_eq!(h.replicas().await, 2, "dry-run changed replicas");
+    if let Some(writes) = h.replica_writes() {
+        assert_eq!(writes, 0, "dry-run wrote the Deployment's replicas");
+    }
+
+    // Paused: the annotation, dry-run off. It keeps evaluating but does not patch.
+    let paused = CPU_THRESHOLD.replace(
+        "metadata: { name: web-cpu }",
+        "metadata:\n  name: web-cpu\n  annotations: { autoscaling.foresight.dev/paused: \"true\" }",
+    );
+    h.apply_policy(&paused).await.expect("apply paused policy");
+    let paused_at = h
+        .wait_for("ScalingActive=False Paused", MINUTE, || async {
+            let s = h.policy_status().await?;
+            (condition(&s, "ScalingActive")? == ("False".into(), "Paused".into()))
+                .then(|| s.last_evaluation.map(|e| e.time.0))?
+        })
+        .await;
+    h.wait_for("15 s of paused evaluations", MINUTE, || async {
+        let e = h.policy_status().await?.last_evaluation?;
+        (e.time.0.duration_since(paused_at).as_secs_f64() >= 15.0).then_some(())
+    })
+    .await;
+    assert_eq!(h.replicas().await, 2, "a paused policy changed replicas");
+    if let Some(writes) = h.replica_writes() {
+        assert_eq!(writes, 0, "a paused policy wrote the Deployment's replicas");
+    }
+
+    // Unpaused, the same policy scales: the pause was what held it.
+    h.apply_policy(CPU_THRESHOLD).await.expect("apply unpaused policy");
+    h.wait_for_replicas("scale-out once unpaused", MINUTE, |r| r == 3).await;
+    done(&h, started);
+}
+
+/// Foresight records a replica change it did not make when it compares the target with the last change in
+/// its history, so the policy scales once first (80 % CPU at 2 replicas asks for 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manual_kubectl_scale_is_recorded_as_an_external_change() {
+    let started = Instant::now();
+    let h = start(Scenario::new("kubectl-scale").replicas(2).profile(LoadProfile::Constant(80.0))).await;
+    h.apply_policy(CPU_THRESHOLD).await.expect("apply policy");
+    h.wait_for_replicas("Foresight to scale out to 3", MINUTE, |r| r == 3).await;
+
+    // 80 req/s over 5 pods is 32 %: between the bounds, so the policy leaves the manual change alone.
+    let out = h.kubectl_scale(5).await.expect("kubectl scale");
+    assert!(out.contains("scaled"), "{out}");
+    let entry = h
+        .wait_for("the external change in status.history", MINUTE, || async {
+            h.policy_status().await?.history.into_iter().find(|e| e.policy == "external")
+        })
+        .await;
+    assert_eq!((entry.from, entry.to), (3, 5), "{entry:?}");
+    assert!(entry.reason.contains("someone else"), "{entry:?}");
+    h.wait_for("the simulator to follow to 5 ready pods", Duration::from_secs(20), || async {
+        (h.sim.ready() == 5).then_some(())
+    })
+    .await;
+    done(&h, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_failover_exactly_one_patches_and_the_standby_takes_over() {
+    let started = Instant::now();
+    let elected = |identity: &str| ControllerOptions { identity: identity.into(), leader_election: true };
+    let mut h = start(
+        Scenario::new("failover")
+            .replicas(2)
+            .profile(LoadProfile::Constant(80.0))
+            .controllers(vec![elected("foresight-a"), elected("foresight-b")]),
+    )
+    .await;
+    let leader = h
+        .wait_for("one controller to lead", MINUTE, || async {
+            let flags: Vec<Option<f64>> = h.controllers.iter().map(|c| c.metric("foresight_leader ")).collect();
+            match flags[..] {
+                [Some(a), Some(b)] if a + b == 1.0 => Some(if a == 1.0 { 0 } else { 1 }),
+                _ => None,
+            }
+        })
+        .await;
+    let standby = 1 - leader;
+    h.apply_policy(CPU_THRESHOLD).await.expect("apply policy");
+    h.wait_for_replicas("the leader to scale out to 3", MINUTE, |r| r == 3).await;
+    let actions = |h: &Harness, i: usize| -> f64 {
+        h.controllers[i]
+            .metrics_text()
+            .lines()
+            .filter(|l| l.starts_with("foresight_scale_actions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((actions(&h, leader), actions(&h, standby)), (1.0, 0.0), "exactly the leader patches");
+    let events = h.events_with_reason("ScaledUp").await;
+    let instances: Vec<_> = events.iter().filter_map(|e| e.reporting_instance.clone()).collect();
+    assert_eq!(instances, [h.controllers[leader].identity.clone()], "events come from the leader only");
+
+    // The leader crashes; after the lease expires the standby leads and scales: 130 req/s over 3 pods is 87 %.
+    h.controllers[leader].kill();
+    h.sim.set_profile(LoadProfile::Constant(130.0));
+    h.wait_for("the standby to take the lease", MINUTE, || async {
+        (h.controllers[standby].metric("foresight_leader ") == Some(1.0)).then_some(())
+    })
+    .await;
+    h.wait_for_replicas("the new leader to scale out to 4", MINUTE, |r| r == 4).await;
+    assert_eq!(actions(&h, standby), 1.0, "the new leader did not patch");
     done(&h, started);
 }

@@ -101,7 +101,7 @@ impl ControllerProcess {
             .args(["--lease-name", "foresight-e2e", "--lease-namespace", namespace])
             .args(["--pod-name", &options.identity])
             .args(["--metrics-address", &metrics.to_string()])
-            .args(["--log-format", "json", "--log-level", "info,foresight=debug", "--query-timeout", "2s"])
+            .args(["--log-format", "json", "--log-level", "info", "--query-timeout", "2s"])
             .env("KUBECONFIG", kubeconfig)
             .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())

@@ -265,6 +265,27 @@ impl Harness {
         Ok(())
     }
 
+    /// The fake API server, when the scenario runs against one (for its request log and faults).
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        match &self._api {
+            Api_::Fake { _server } => Some(_server),
+            Api_::Cluster => None,
+        }
+    }
+
+    /// Writes to the Deployment's replicas the fake API server received (PATCH/PUT on the Deployment or its
+    /// `/scale`), excluding status writes; `None` against a real cluster.
+    pub fn replica_writes(&self) -> Option<usize> {
+        let path = format!("/namespaces/{}/deployments/{}", self.scenario.namespace, self.scenario.deployment);
+        let writes = self.fake()?.requests().into_iter().filter(|r| {
+            (r.method == "PATCH" || r.method == "PUT")
+                && r.path.contains(&path)
+                && !r.path.ends_with("/status")
+                && (200..300).contains(&r.status)
+        });
+        Some(writes.count())
+    }
+
     /// The kubeconfig every process uses (for `kubectl --kubeconfig`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
@@ -396,7 +417,7 @@ impl Harness {
             last = Some(key);
         }
         for controller in &self.controllers {
-            let _ = writeln!(out, "---- last lines of {}'s log ----\n{}", controller.identity, controller.log_tail(25));
+            let _ = writeln!(out, "---- last lines of {}'s log ----\n{}", controller.identity, controller.log_tail(12));
         }
         out
     }
@@ -483,4 +504,9 @@ async fn apply_crd(client: &kube::Client) -> Result<(), HarnessError> {
 
 fn kubectl() -> PathBuf {
     crate::prometheus::find_binary("kubectl").unwrap_or_else(|_| PathBuf::from("/usr/bin/kubectl"))
+}
+
+/// A condition's status and reason in a policy's status, e.g. `("False", "NoMetrics")`.
+pub fn condition(status: &ScalingPolicyStatus, type_: &str) -> Option<(String, String)> {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
