@@ -15,6 +15,7 @@
 //! kube-state-metrics and the app would export separately.
 
 pub mod model;
+pub mod history;
 pub mod render;
 
 use std::collections::BTreeMap;
