@@ -2,6 +2,6 @@
 //! Kubernetes API server can run.
 
 pub mod fakeapi;
+pub mod harness;
 pub mod prometheus;
 pub mod sim;
-pub mod harness;

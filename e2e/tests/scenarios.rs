@@ -61,8 +61,10 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
     assert_eq!((up.from, up.to, up.policy.as_str()), (2, 3, "threshold/cpu"), "{up:?}");
     assert!(!h.events_with_reason("ScaledUp").await.is_empty(), "no ScaledUp event");
     // 80 req/s over 3 pods is 53 %: between the bounds, so it stays.
-    h.wait_for("the third pod to become ready", Duration::from_secs(20), || async { (h.sim.ready() == 3).then_some(()) })
-        .await;
+    h.wait_for("the third pod to become ready", Duration::from_secs(20), || async {
+        (h.sim.ready() == 3).then_some(())
+    })
+    .await;
 
     // 20 req/s over 3 pods is 13 %: below 30 %, so one pod goes, after the cooldown.
     h.sim.set_profile(LoadProfile::Constant(20.0));
@@ -382,7 +384,8 @@ async fn backfilled_cycle_history_is_continued_by_the_live_simulator() {
     let end = jiff::Timestamp::now();
     let history = foresight_e2e::sim::history::openmetrics(&sim_config, 2, epoch, ago, end, Duration::from_secs(5))
         .expect("history");
-    let mut h = start(Scenario::new("history").profile(profile.clone()).history(history, ago).controllers(vec![])).await;
+    let mut h =
+        start(Scenario::new("history").profile(profile.clone()).history(history, ago).controllers(vec![])).await;
     let prom = h.prometheus().expect("local Prometheus").addr();
     let rps = r#"sum(rate(http_requests_total{namespace="history"}[30s]))"#;
     let e = epoch.as_second();
@@ -397,9 +400,7 @@ async fn backfilled_cycle_history_is_continued_by_the_live_simulator() {
         .wait_for("live request rate over 15 s of scrapes", MINUTE, || {
             let now = jiff::Timestamp::now().as_second();
             let value = query_at(prom, r#"sum(rate(http_requests_total{namespace="history"}[10s]))"#, now);
-            async move {
-                value.filter(|_| now - end.as_second() > 20).map(|v| (now, v))
-            }
+            async move { value.filter(|_| now - end.as_second() > 20).map(|v| (now, v)) }
         })
         .await;
     let expected = profile.load_at(Duration::from_secs((live.0 - e - 5).max(0) as u64));

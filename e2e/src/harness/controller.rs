@@ -84,7 +84,8 @@ impl ControllerProcess {
         options: &ControllerOptions,
     ) -> Result<Self, HarnessError> {
         let binary = foresight_binary()?;
-        let port = crate::prometheus::free_port().map_err(|e| HarnessError::Start { what: "controller", reason: e.to_string() })?;
+        let port = crate::prometheus::free_port()
+            .map_err(|e| HarnessError::Start { what: "controller", reason: e.to_string() })?;
         let metrics = SocketAddr::from(([127, 0, 0, 1], port));
         let log = dir.join(format!("{}.log", options.identity));
         let io = |context: &str| {

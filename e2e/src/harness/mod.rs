@@ -181,7 +181,9 @@ impl Harness {
                     .await
                     .map_err(|source| HarnessError::Io { context: "serve fake API".into(), source })?;
                 let path = dir.path().join("kubeconfig");
-                server.write_kubeconfig(&path).map_err(|e| HarnessError::Start { what: "kubeconfig", reason: e.to_string() })?;
+                server
+                    .write_kubeconfig(&path)
+                    .map_err(|e| HarnessError::Start { what: "kubeconfig", reason: e.to_string() })?;
                 let client = server.client();
                 apply_crd(&client).await?;
                 (client, path, Api_::Fake { _server: server })
@@ -229,7 +231,8 @@ impl Harness {
 
         let rows = Arc::new(Mutex::new(Vec::new()));
         let policy = Arc::new(Mutex::new(None::<String>));
-        let recorder = tokio::spawn(record(client.clone(), ns.clone(), sim.clone(), started, rows.clone(), policy.clone()));
+        let recorder =
+            tokio::spawn(record(client.clone(), ns.clone(), sim.clone(), started, rows.clone(), policy.clone()));
         let mut harness = Self {
             scenario,
             client,
@@ -385,7 +388,12 @@ impl Harness {
     }
 
     /// Waits until the Deployment has `predicate`-satisfying replicas; returns them.
-    pub async fn wait_for_replicas(&self, description: &str, timeout: Duration, predicate: impl Fn(i32) -> bool) -> i32 {
+    pub async fn wait_for_replicas(
+        &self,
+        description: &str,
+        timeout: Duration,
+        predicate: impl Fn(i32) -> bool,
+    ) -> i32 {
         self.wait_for(description, timeout, || async {
             let replicas = self.replicas().await;
             predicate(replicas).then_some(replicas)
@@ -401,7 +409,11 @@ impl Harness {
     /// The timeline (one row per ~second, consecutive duplicates folded) and each controller's log tail.
     pub fn report(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "---- timeline of scenario {} (time, load, replicas, ready, decision) ----", self.scenario.name);
+        let _ = writeln!(
+            out,
+            "---- timeline of scenario {} (time, load, replicas, ready, decision) ----",
+            self.scenario.name
+        );
         let mut last: Option<(i32, usize, String)> = None;
         let rows = self.rows();
         for (i, row) in rows.iter().enumerate() {
@@ -462,8 +474,11 @@ async fn record(
                     .status
                     .and_then(|s| s.last_evaluation)
                     .map(|e| {
-                        let limited =
-                            if e.limited_by.is_empty() { String::new() } else { format!(" [{}]", e.limited_by.join(",")) };
+                        let limited = if e.limited_by.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", e.limited_by.join(","))
+                        };
                         format!("{}: {}{limited}", e.decision, e.reason)
                     })
                     .unwrap_or_else(|| "(no evaluation yet)".into()),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::model::pod_name;
 use super::SimConfig;
+use super::model::pod_name;
 use crate::prometheus::{OpenMetricsBuilder, OpenMetricsError};
 
 /// Serial numbers of backfilled pods start here, so their names never collide with live pods'.
@@ -82,11 +82,11 @@ mod tests {
 
     #[test]
     fn history_follows_the_profile_per_pod() {
-        let config = SimConfig::new("shop", "web", LoadProfile::Cycle {
-            base: 20.0,
-            amplitude: 80.0,
-            period: Duration::from_secs(120),
-        });
+        let config = SimConfig::new(
+            "shop",
+            "web",
+            LoadProfile::Cycle { base: 20.0, amplitude: 80.0, period: Duration::from_secs(120) },
+        );
         let end = Timestamp::from_second(1_800_000_000).expect("valid");
         let epoch = Timestamp::from_second(1_800_000_000 - 240).expect("valid");
         let text = openmetrics(&config, 2, epoch, Duration::from_secs(240), end, Duration::from_secs(5))

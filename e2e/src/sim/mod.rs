@@ -14,8 +14,8 @@
 //! a timeline (time, load, replicas, ready) for failure reports. One endpoint carries what cAdvisor,
 //! kube-state-metrics and the app would export separately.
 
-pub mod model;
 pub mod history;
+pub mod model;
 pub mod render;
 
 use std::collections::BTreeMap;

@@ -48,11 +48,8 @@ pub fn metrics(state: &SimState) -> String {
     let _ = writeln!(out, "# TYPE http_requests_total counter");
     for pod in &ready {
         for (code, value) in [("200", pod.requests_ok), ("500", pod.requests_error)] {
-            let _ = writeln!(
-                out,
-                "http_requests_total{{namespace=\"{ns}\",pod=\"{}\",code=\"{code}\"}} {value}",
-                pod.name
-            );
+            let _ =
+                writeln!(out, "http_requests_total{{namespace=\"{ns}\",pod=\"{}\",code=\"{code}\"}} {value}", pod.name);
         }
     }
     let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
@@ -101,9 +98,12 @@ mod tests {
         state.reconcile_pods(later + Duration::from_secs(2));
         let text = metrics(&state);
         let (ready, starting) = (&state.pods[0].name, &state.pods[1].name);
-        assert!(text.contains(&format!(
-            "container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"{ready}\",container=\"app\"}} 0.8\n"
-        )), "{text}");
+        assert!(
+            text.contains(&format!(
+                "container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"{ready}\",container=\"app\"}} 0.8\n"
+            )),
+            "{text}"
+        );
         assert!(text.contains(&format!("http_requests_total{{namespace=\"shop\",pod=\"{ready}\",code=\"200\"}} 80\n")));
         assert!(text.contains(&format!(
             "http_request_duration_seconds_bucket{{namespace=\"shop\",pod=\"{ready}\",le=\"+Inf\"}} 80\n"
