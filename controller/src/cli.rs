@@ -15,6 +15,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the ScalingPolicy CustomResourceDefinition as YAML.
     Crdgen,
+    /// Run the controller: watch ScalingPolicy objects, query Prometheus, scale their targets.
+    Run(crate::run::RunArgs),
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -24,5 +26,6 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::crdgen::crd_yaml()?);
             Ok(())
         }
+        Command::Run(args) => crate::run::main(args),
     }
 }

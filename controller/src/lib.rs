@@ -5,10 +5,20 @@
 //! - [`forecast`]: the pure regression forecaster behind the predictive policy.
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
 //! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
+//! - [`promql`]: the built-in PromQL templates.
+//! - [`controller`]: the reconcile loop (observe, decide, act) and what it writes to status and events.
+//! - [`run`], [`leader`], [`server`], [`metrics`], [`telemetry`]: `foresight run`'s wiring.
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod crdgen;
 pub mod engine;
 pub mod forecast;
+pub mod leader;
+pub mod metrics;
+pub mod promql;
+pub mod run;
+pub mod server;
 pub mod source;
+pub mod telemetry;

@@ -1,0 +1,216 @@
+//! Act: patch the target's `/scale` when the decision differs (and Foresight may), then write status and
+//! publish events.
+//!
+//! The scale patch comes first: a history entry is only written for a change the API server accepted. If the
+//! status write fails after a successful scale, the entry is kept in the context and written by the next
+//! reconcile, so the change is neither lost nor mistaken for someone else's.
+
+use jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::Patch,
+    runtime::events::{Event, EventType},
+};
+use serde_json::{Map, Value, json};
+
+use super::{
+    Context,
+    error::Error,
+    observe::{Observation, object_key},
+    report::{self, Mode, Notice, Outcome},
+    target,
+};
+use crate::{
+    api::{PAUSED_ANNOTATION, ScalingPolicy, ScalingPolicyStatus, convert::DEFAULT_HISTORY_LIMIT},
+    engine::{Policy, Recommendation},
+};
+
+/// Whether Foresight may patch this policy's target.
+pub fn mode(sp: &ScalingPolicy) -> Mode {
+    if sp.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true") {
+        Mode::Paused
+    } else if sp.spec.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Active
+    }
+}
+
+/// Applies a recommendation: scale, status, events.
+pub async fn act(
+    sp: &ScalingPolicy,
+    ctx: &Context,
+    old: &ScalingPolicyStatus,
+    policy: &Policy,
+    obs: &Observation,
+    rec: &Recommendation,
+) -> Result<(), Error> {
+    let mode = mode(sp);
+    let mut scaled = false;
+    if rec.desired != rec.current && mode == Mode::Active {
+        if !ctx.is_leader() {
+            // Leadership was lost during this evaluation: stop before touching anything.
+            return Ok(());
+        }
+        target::patch_scale(&obs.api, &sp.spec.target_ref, rec.desired, obs.scale.resource_version.as_deref()).await?;
+        scaled = true;
+        let direction = if rec.desired > rec.current { "up" } else { "down" };
+        let (ns, name) = object_key(sp);
+        ctx.telemetry.scaled(&ns, &name, direction);
+    }
+
+    let outcome = Outcome {
+        now: obs.now,
+        generation: sp.metadata.generation,
+        policy,
+        history_limit: sp.spec.history_limit.map(|l| l.clamp(1, 100) as usize).unwrap_or(DEFAULT_HISTORY_LIMIT),
+        rec,
+        forecast: obs.forecast.as_ref(),
+        external: obs.external.clone(),
+        mode,
+        scaled,
+    };
+    let new = report::next_status(old, &outcome);
+    if scaled {
+        ctx.remember_pending(sp, new.history.first().cloned());
+    }
+    let notices = report::notices(old, &new, &outcome);
+    if let Err(error) = write_status(sp, ctx, old, &new).await {
+        // The scale happened: say so now, the next reconcile writes its history entry but no second event.
+        for notice in notices.iter().filter(|n| n.action == report::SCALE_ACTION) {
+            publish(sp, ctx, notice).await;
+        }
+        return Err(error);
+    }
+    ctx.remember_pending(sp, None);
+    for notice in &notices {
+        publish(sp, ctx, notice).await;
+    }
+    Ok(())
+}
+
+/// Writes `new` through /status when it differs from `old` in more than the evaluation time.
+pub async fn write_status(
+    sp: &ScalingPolicy,
+    ctx: &Context,
+    old: &ScalingPolicyStatus,
+    new: &ScalingPolicyStatus,
+) -> Result<(), Error> {
+    if !report::needs_write(old, new) || !ctx.is_leader() {
+        return Ok(());
+    }
+    let (ns, name) = object_key(sp);
+    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = status_patch(old, new)?;
+    api.patch_status(&name, &target::patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::PatchStatus { source })?;
+    Ok(())
+}
+
+/// The merge patch from `old` to `new`: `new` in full, with `null` for every field `old` had and `new` lacks
+/// (a JSON merge patch keeps fields it does not mention, so a cleared field must be nulled explicitly).
+pub fn status_patch(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus) -> Result<Value, Error> {
+    let old = serde_json::to_value(old)?;
+    let new = serde_json::to_value(new)?;
+    Ok(json!({ "status": with_removals(&old, new) }))
+}
+
+fn with_removals(old: &Value, new: Value) -> Value {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut out = Map::new();
+            for (k, v) in new {
+                let merged = match old.get(&k) {
+                    Some(o) => with_removals(o, v),
+                    None => v,
+                };
+                out.insert(k, merged);
+            }
+            for k in old.keys() {
+                out.entry(k.clone()).or_insert(Value::Null);
+            }
+            Value::Object(out)
+        }
+        (_, new) => new,
+    }
+}
+
+/// Publishes an Event on the policy. A failure is logged, never fatal: events are for people, status is the
+/// record.
+pub async fn publish(sp: &ScalingPolicy, ctx: &Context, notice: &Notice) {
+    if !ctx.is_leader() {
+        return;
+    }
+    let event = Event {
+        type_: if notice.warning { EventType::Warning } else { EventType::Normal },
+        reason: notice.reason.into(),
+        note: Some(truncate(&notice.note, 1000)),
+        action: notice.action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &sp.object_ref(&())).await {
+        tracing::warn!(%error, reason = notice.reason, "cannot publish event");
+    }
+}
+
+/// Reports a reconcile that could not evaluate: Ready=False with the reason, and an event when the reason is
+/// new. Best effort: the original error is what the caller returns.
+pub async fn report_failure(
+    sp: &ScalingPolicy,
+    ctx: &Context,
+    old: &ScalingPolicyStatus,
+    now: Timestamp,
+    reason: &'static str,
+    message: &str,
+) {
+    let new = report::failed_status(old, sp.metadata.generation, now, reason, message);
+    let was = super::conditions::find(&old.conditions, super::conditions::READY);
+    let is_new = was.is_none_or(|c| c.status != "False" || c.reason != reason);
+    if let Err(error) = write_status(sp, ctx, old, &new).await {
+        tracing::warn!(%error, "cannot write the failure to status");
+    }
+    if is_new {
+        publish(sp, ctx, &Notice { warning: true, reason, action: "Reconcile", note: message.to_string() }).await;
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleared_fields_are_nulled_in_the_patch() {
+        let old =
+            ScalingPolicyStatus { consecutive_metric_failures: 3, desired_replicas: Some(2), ..Default::default() };
+        let new = ScalingPolicyStatus { desired_replicas: Some(4), ..Default::default() };
+        let patch = status_patch(&old, &new).expect("serializes");
+        assert_eq!(patch, json!({ "status": { "desiredReplicas": 4, "consecutiveMetricFailures": null } }));
+    }
+
+    #[test]
+    fn nested_fields_are_nulled_too() {
+        let old = json!({ "a": { "b": 1, "c": 2 }, "d": [1, 2] });
+        let new = json!({ "a": { "b": 1 }, "d": [3] });
+        assert_eq!(with_removals(&old, new), json!({ "a": { "b": 1, "c": null }, "d": [3] }));
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1000 + "…".len());
+        assert!(t.ends_with('…'));
+    }
+}

@@ -1,0 +1,138 @@
+//! What can go wrong in one reconcile, one variant per operation, each with a low-cardinality category for
+//! metric labels and condition reasons.
+
+use crate::source::ConfigError;
+
+/// A failed reconcile step. The reconcile is retried with per-object exponential backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy object has no namespace (it is namespaced; this only happens with a malformed object).
+    #[error("the ScalingPolicy has no namespace")]
+    MissingNamespace,
+    /// The target's kind could not be resolved to an API resource (unknown kind, or discovery failed).
+    #[error("cannot resolve {api_version} {kind}: {source}")]
+    ResolveTarget {
+        api_version: String,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The target does not exist, or its kind has no /scale subresource.
+    #[error("target {kind} {name:?} not found (or it has no /scale subresource)")]
+    TargetNotFound { kind: String, name: String },
+    /// Reading the target's /scale failed for another reason (API server down, forbidden...).
+    #[error("cannot read /scale of {kind} {name:?}: {source}")]
+    GetScale {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Patching the target's /scale failed (409 conflict, 5xx, forbidden...).
+    #[error("cannot patch /scale of {kind} {name:?}: {source}")]
+    PatchScale {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the policy's status failed.
+    #[error("cannot write the ScalingPolicy status: {source}")]
+    PatchStatus {
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading a Secret the Prometheus config refers to failed.
+    #[error("cannot read Secret {name:?}: {source}")]
+    GetSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The Secret exists but lacks the key, or its value is not UTF-8.
+    #[error("Secret {name:?} has no UTF-8 key {key:?}")]
+    SecretKey { name: String, key: String },
+    /// Neither the policy nor the controller names a Prometheus.
+    #[error("no Prometheus address: set spec.prometheus.address or the controller's --prometheus-address")]
+    NoPrometheus,
+    /// The Prometheus settings cannot be used (bad address, header, CA...).
+    #[error("invalid Prometheus settings: {0}")]
+    PrometheusConfig(#[from] ConfigError),
+    /// A status could not be turned into a patch.
+    #[error("cannot serialize the status patch: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A short, low-cardinality name for metric labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingNamespace => "missing_namespace",
+            Error::ResolveTarget { .. } => "resolve_target",
+            Error::TargetNotFound { .. } => "target_not_found",
+            Error::GetScale { .. } => "get_scale",
+            Error::PatchScale { .. } => "patch_scale",
+            Error::PatchStatus { .. } => "patch_status",
+            Error::GetSecret { .. } => "get_secret",
+            Error::SecretKey { .. } => "secret_key",
+            Error::NoPrometheus => "no_prometheus",
+            Error::PrometheusConfig(_) => "prometheus_config",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+
+    /// A CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingNamespace => "MissingNamespace",
+            Error::ResolveTarget { .. } => "UnknownTargetKind",
+            Error::TargetNotFound { .. } => "TargetNotFound",
+            Error::GetScale { .. } => "GetScaleFailed",
+            Error::PatchScale { .. } => "ScaleFailed",
+            Error::PatchStatus { .. } => "StatusWriteFailed",
+            Error::GetSecret { .. } | Error::SecretKey { .. } => "SecretUnavailable",
+            Error::NoPrometheus | Error::PrometheusConfig(_) => "PrometheusMisconfigured",
+            Error::Serialize(_) => "InternalError",
+        }
+    }
+
+    /// Whether the API server said the object is not there (404).
+    pub fn is_not_found(source: &kube::Error) -> bool {
+        matches!(source, kube::Error::Api(status) if status.is_not_found())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_distinct() {
+        let api = || kube::Error::Api(Box::new(kube::core::Status::failure("boom", "InternalError").with_code(500)));
+        let errors = [
+            Error::MissingNamespace,
+            Error::ResolveTarget { api_version: "x/v1".into(), kind: "X".into(), source: api() },
+            Error::TargetNotFound { kind: "Deployment".into(), name: "web".into() },
+            Error::GetScale { kind: "Deployment".into(), name: "web".into(), source: api() },
+            Error::PatchScale { kind: "Deployment".into(), name: "web".into(), source: api() },
+            Error::PatchStatus { source: api() },
+            Error::GetSecret { name: "s".into(), source: api() },
+            Error::SecretKey { name: "s".into(), key: "k".into() },
+            Error::NoPrometheus,
+            Error::PrometheusConfig(ConfigError::ZeroTimeout),
+            Error::Serialize(serde_json::from_str::<i32>("x").expect_err("not json")),
+        ];
+        let mut categories: Vec<_> = errors.iter().map(Error::category).collect();
+        categories.sort_unstable();
+        categories.dedup();
+        assert_eq!(categories.len(), errors.len());
+    }
+
+    #[test]
+    fn not_found_is_recognised_from_the_status_code() {
+        let gone = kube::Error::Api(Box::new(kube::core::Status::failure("gone", "NotFound").with_code(404)));
+        assert!(Error::is_not_found(&gone));
+        let conflict = kube::Error::Api(Box::new(kube::core::Status::failure("stale", "Conflict").with_code(409)));
+        assert!(!Error::is_not_found(&conflict));
+    }
+}

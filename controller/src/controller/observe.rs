@@ -1,0 +1,201 @@
+//! Gather: everything the engine decides from, read from the world.
+//!
+//! The target's replicas come from its `/scale`; metrics from one range query per metric over the policy's
+//! lookback (ending now, one point per interval); history, stabilization records and the failure count from the
+//! policy's own status. A failed or slow query never fails the reconcile: it becomes `Series::Failed`, which
+//! the engine treats as missing (hold, never scale down, fallback after the threshold).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt, api::DynamicObject};
+
+use super::{
+    Context,
+    error::Error,
+    report,
+    target::{self, TargetScale},
+};
+use crate::{
+    api::{HistoryEntry, PrometheusSpec, ScalingPolicy, ScalingPolicyStatus, SecretKeyRef},
+    engine::{self, Forecast, Policy, RecommendationRecord, ScaleEvent, Series, Snapshot},
+    promql::{self, Scope},
+    source::{Auth, MetricsSource, PrometheusConfig},
+};
+
+/// What one evaluation saw.
+pub struct Observation {
+    pub now: Timestamp,
+    /// The target's /scale, through which it is read and patched.
+    pub api: Api<DynamicObject>,
+    pub scale: TargetScale,
+    pub metrics: BTreeMap<String, Series>,
+    pub forecast: Option<Forecast>,
+    /// A change of replicas made by someone else since the last evaluation.
+    pub external: Option<HistoryEntry>,
+    /// Status history (plus `external`) as engine events, newest first.
+    pub history: Vec<ScaleEvent>,
+    pub recommendations: Vec<RecommendationRecord>,
+    pub consecutive_failures: u32,
+}
+
+impl Observation {
+    /// The engine's view of this observation.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            now: self.now,
+            current_replicas: self.scale.replicas,
+            metrics: &self.metrics,
+            history: &self.history,
+            recommendations: &self.recommendations,
+            consecutive_failures: self.consecutive_failures,
+            forecast: self.forecast.as_ref(),
+        }
+    }
+}
+
+/// Reads the target's /scale and the policy's metrics at `now`.
+pub async fn observe(
+    sp: &ScalingPolicy,
+    policy: &Policy,
+    old: &ScalingPolicyStatus,
+    ctx: &Context,
+    namespace: &str,
+    now: Timestamp,
+) -> Result<Observation, Error> {
+    let target_ref = &sp.spec.target_ref;
+    let resource = ctx.resolver.resolve(&ctx.client, target_ref).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let scale = target::read_scale(&api, target_ref).await?;
+
+    let metrics = match prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await {
+        Ok(config) => match ctx.sources.get(&config) {
+            Ok(source) => read_metrics(source, sp, policy, namespace, now, config.timeout).await,
+            Err(e) => all_failed(sp, &Error::from(e).to_string()),
+        },
+        Err(e) => all_failed(sp, &e.to_string()),
+    };
+
+    // TODO(predictive): feed a range query over `rule.history` at `rule.step` to `forecast::Predictor` (one per
+    // policy uid, cached in the context) once that module is on main. Until then the predictive rule abstains
+    // with "no forecast available".
+    let forecast = None;
+
+    let external = report::detect_external(&old.history, scale.replicas, now);
+    let mut history = Vec::with_capacity(old.history.len() + 1);
+    if let Some(e) = &external {
+        history.extend(report::scale_events(std::slice::from_ref(e)));
+    }
+    history.extend(report::scale_events(&old.history));
+
+    Ok(Observation {
+        now,
+        api,
+        scale,
+        metrics,
+        forecast,
+        external,
+        history,
+        recommendations: report::recommendation_records(old),
+        consecutive_failures: old.consecutive_metric_failures.max(0) as u32,
+    })
+}
+
+/// Every metric failed for the same reason (no usable Prometheus config).
+fn all_failed(sp: &ScalingPolicy, why: &str) -> BTreeMap<String, Series> {
+    sp.spec.metrics.iter().map(|m| (m.name.clone(), Series::Failed(why.to_string()))).collect()
+}
+
+/// One range query per metric, all at once, each bounded by the query timeout.
+async fn read_metrics(
+    source: Arc<dyn MetricsSource>,
+    sp: &ScalingPolicy,
+    policy: &Policy,
+    namespace: &str,
+    now: Timestamp,
+    timeout: Duration,
+) -> BTreeMap<String, Series> {
+    let scope = Scope::new(namespace, &sp.spec.target_ref);
+    let lookback = jiff::SignedDuration::try_from(policy.lookback()).unwrap_or(jiff::SignedDuration::from_mins(5));
+    let start = now.checked_sub(lookback).unwrap_or(now);
+    let step = policy.interval;
+    let queries = sp.spec.metrics.iter().map(|m| {
+        let source = source.clone();
+        async move {
+            let query = match promql::query(m, scope) {
+                Ok(q) => q,
+                Err(e) => return (m.name.clone(), Series::Failed(e.to_string())),
+            };
+            // The source has its own timeout; this one only guards against a source that ignores it.
+            let answer =
+                tokio::time::timeout(timeout + Duration::from_secs(1), source.range(&query, start, now, step)).await;
+            let series = match answer {
+                Ok(Ok(samples)) => {
+                    Series::Samples(samples.into_iter().map(|s| engine::Sample::new(s.time, s.value)).collect())
+                }
+                Ok(Err(e)) => Series::Failed(e.to_string()),
+                Err(_) => Series::Failed(format!("no answer within {}", humantime::format_duration(timeout))),
+            };
+            tracing::debug!(metric = %m.name, %query, ok = matches!(series, Series::Samples(_)), "metric read");
+            (m.name.clone(), series)
+        }
+    });
+    join_all(queries).await.into_iter().collect()
+}
+
+/// The Prometheus to ask: the policy's own settings (credentials from Secrets in its namespace) or the
+/// controller's default address.
+pub async fn prometheus_config(
+    client: &Client,
+    namespace: &str,
+    spec: Option<&PrometheusSpec>,
+    ctx: &Context,
+) -> Result<PrometheusConfig, Error> {
+    let Some(spec) = spec else {
+        let address = ctx.default_prometheus.as_deref().ok_or(Error::NoPrometheus)?;
+        let mut config = PrometheusConfig::new(address);
+        config.timeout = ctx.query_timeout;
+        return Ok(config);
+    };
+    let mut config = PrometheusConfig::new(spec.address.clone());
+    config.timeout = spec.timeout.map(|d| d.std()).unwrap_or(ctx.query_timeout);
+    config.headers = spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    if let Some(auth) = &spec.auth {
+        config.auth = match (&auth.bearer_token, &auth.basic) {
+            (Some(token), _) => Some(Auth::Bearer(secret_value(&secrets, token).await?)),
+            (None, Some(basic)) => Some(Auth::Basic {
+                username: secret_value(&secrets, &basic.username).await?,
+                password: secret_value(&secrets, &basic.password).await?,
+            }),
+            (None, None) => None,
+        };
+    }
+    if let Some(ca) = &spec.ca {
+        config.ca_pem = Some(secret_value(&secrets, ca).await?.into_bytes());
+    }
+    Ok(config)
+}
+
+async fn secret_value(api: &Api<Secret>, key: &SecretKeyRef) -> Result<String, Error> {
+    let secret = api.get(&key.name).await.map_err(|source| Error::GetSecret { name: key.name.clone(), source })?;
+    let missing = || Error::SecretKey { name: key.name.clone(), key: key.key.clone() };
+    let bytes = secret.data.as_ref().and_then(|d| d.get(&key.key)).map(|b| b.0.clone());
+    let bytes = match bytes {
+        Some(b) => b,
+        None => secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(&key.key))
+            .map(|s| s.clone().into_bytes())
+            .ok_or_else(missing)?,
+    };
+    String::from_utf8(bytes).map_err(|_| missing())
+}
+
+/// A stable key for per-object state in the context.
+pub fn object_key(sp: &ScalingPolicy) -> (String, String) {
+    (sp.namespace().unwrap_or_default(), sp.name_any())
+}

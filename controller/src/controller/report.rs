@@ -1,0 +1,637 @@
+//! From an evaluation to the status to write and the events to publish: pure functions, no I/O.
+//!
+//! ```text
+//!   old status ─┐
+//!   recommendation, mode, scaled? ─► next_status() ─► new status ─► needs_write(old, new)?
+//!                                 └► notices(old, new) ─► Events (ScaledUp, MetricsUnavailable, ...)
+//! ```
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::conditions::{self, Observed};
+use crate::{
+    api::{
+        EXTERNAL, Evaluation, HistoryEntry, MetricValue, Prediction, Proposal, RecommendationRecord,
+        ScalingPolicyStatus,
+    },
+    engine::{
+        self, Forecast, PolicyId, Recommendation, ScaleEvent, format, policy::PredictiveMode,
+        predictive::required_replicas,
+    },
+};
+
+/// External changes within [`FIGHT_WINDOW`] that make a replica fight.
+pub const FIGHT_CHANGES: usize = 3;
+/// The window over which external changes are counted.
+pub const FIGHT_WINDOW: Duration = Duration::from_secs(600);
+
+/// Whether Foresight may change the target's replicas for this policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Active,
+    /// spec.dryRun: decide and report, never patch.
+    DryRun,
+    /// The paused annotation: decide and report, never patch.
+    Paused,
+}
+
+/// Everything one evaluation found and did, for status and events.
+#[derive(Clone, Debug)]
+pub struct Outcome<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub policy: &'a engine::Policy,
+    pub history_limit: usize,
+    pub rec: &'a Recommendation,
+    pub forecast: Option<&'a Forecast>,
+    /// A change of replicas by someone else, noticed by this evaluation.
+    pub external: Option<HistoryEntry>,
+    pub mode: Mode,
+    /// The /scale patch to `rec.desired` went through.
+    pub scaled: bool,
+}
+
+/// The action of the events that report a change of replicas.
+pub const SCALE_ACTION: &str = "Scale";
+
+/// An Event to publish on the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl Notice {
+    fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
+        Notice { warning: false, reason, action, note }
+    }
+    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+        Notice { warning: true, reason, action, note }
+    }
+}
+
+/// The change of replicas someone else made since Foresight last saw them, if `current` differs from the last
+/// value in history.
+pub fn detect_external(history: &[HistoryEntry], current: u32, now: Timestamp) -> Option<HistoryEntry> {
+    let last = history.first()?;
+    let last_to = last.to.max(0) as u32;
+    (last_to != current).then(|| HistoryEntry {
+        time: Time(now),
+        from: last.to,
+        to: current as i32,
+        reason: format!("replicas changed from {} to {current} by someone else (not Foresight)", last.to),
+        policy: EXTERNAL.into(),
+        metrics: Vec::new(),
+    })
+}
+
+/// Status history as the engine's scale events, newest first.
+pub fn scale_events(history: &[HistoryEntry]) -> Vec<ScaleEvent> {
+    history
+        .iter()
+        .map(|h| ScaleEvent {
+            time: h.time.0,
+            from: h.from.max(0) as u32,
+            to: h.to.max(0) as u32,
+            external: h.policy == EXTERNAL,
+        })
+        .collect()
+}
+
+/// Status recommendations as the engine's records.
+pub fn recommendation_records(status: &ScalingPolicyStatus) -> Vec<engine::RecommendationRecord> {
+    status
+        .recommendations
+        .iter()
+        .map(|r| engine::RecommendationRecord { time: r.time.0, replicas: r.replicas.max(0) as u32 })
+        .collect()
+}
+
+/// The status after an evaluation.
+pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyStatus {
+    let rec = o.rec;
+    let mut history = old.history.clone();
+    if let Some(external) = &o.external {
+        history.insert(0, external.clone());
+    }
+    let mut last_scale_time = old.last_scale_time.clone();
+    if o.scaled {
+        history.insert(
+            0,
+            HistoryEntry {
+                time: Time(o.now),
+                from: rec.current as i32,
+                to: rec.desired as i32,
+                reason: rec.reason.clone(),
+                policy: rec.winner.as_ref().map(ToString::to_string).unwrap_or_else(|| "engine".into()),
+                metrics: metric_pairs(o),
+            },
+        );
+        last_scale_time = Some(Time(o.now));
+    }
+    history.truncate(o.history_limit.max(1));
+
+    let current = if o.scaled { rec.desired } else { rec.current };
+    let mut status = ScalingPolicyStatus {
+        observed_generation: o.generation,
+        current_replicas: Some(current as i32),
+        desired_replicas: Some(rec.desired as i32),
+        last_scale_time,
+        last_evaluation: Some(evaluation(o)),
+        conditions: Vec::new(),
+        history,
+        recommendations: rec
+            .recommendations
+            .iter()
+            .map(|r| RecommendationRecord { time: Time(r.time), replicas: r.replicas as i32 })
+            .collect(),
+        consecutive_metric_failures: rec.consecutive_failures.min(i32::MAX as u32) as i32,
+    };
+    status.conditions = conditions::compute(&old.conditions, &observed(o, &status), o.generation, o.now);
+    status
+}
+
+/// The status after a reconcile that could not evaluate (invalid spec, target missing, Prometheus
+/// misconfigured): only Ready changes, everything Foresight remembers is kept.
+pub fn failed_status(
+    old: &ScalingPolicyStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    reason: &str,
+    message: &str,
+) -> ScalingPolicyStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    status.conditions = conditions::compute(
+        &old.conditions,
+        &[Observed::new(conditions::READY, false, reason, message)],
+        generation,
+        now,
+    );
+    status
+}
+
+/// Whether `new` differs from `old` in anything but the evaluation time: no write (and no watch event) for an
+/// evaluation that changed nothing.
+pub fn needs_write(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus) -> bool {
+    let mut a = old.clone();
+    let mut b = new.clone();
+    if let (Some(ea), Some(eb)) = (a.last_evaluation.as_mut(), b.last_evaluation.as_mut()) {
+        ea.time = eb.time.clone();
+    }
+    // Recommendation records are re-stamped while the value holds; only their values matter for a write.
+    let values = |s: &ScalingPolicyStatus| s.recommendations.iter().map(|r| r.replicas).collect::<Vec<_>>();
+    if values(&a) == values(&b) {
+        a.recommendations = b.recommendations.clone();
+    }
+    a != b
+}
+
+/// The events of an evaluation, from what it did and how the conditions moved.
+pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome<'_>) -> Vec<Notice> {
+    let rec = o.rec;
+    let mut out = Vec::new();
+    if o.scaled {
+        let (reason, verb) =
+            if rec.desired > rec.current { ("ScaledUp", "Scaled up") } else { ("ScaledDown", "Scaled down") };
+        out.push(Notice::normal(
+            reason,
+            SCALE_ACTION,
+            format!("{verb} from {} to {}: {}", rec.current, rec.desired, rec.reason),
+        ));
+        if rec.is_predictive_scale_up() {
+            out.push(Notice::normal(
+                "PredictiveScaleUp",
+                SCALE_ACTION,
+                format!("Scaled up ahead of forecast load from {} to {}: {}", rec.current, rec.desired, rec.reason),
+            ));
+        }
+    } else if rec.desired != rec.current && o.mode != Mode::Active {
+        let why = if o.mode == Mode::DryRun { "dry run" } else { "paused" };
+        out.push(Notice::normal(
+            "DryRunDecision",
+            "Decide",
+            format!("Would scale from {} to {} ({why}): {}", rec.current, rec.desired, rec.reason),
+        ));
+    }
+    let changed = |type_: &str, status: &str| {
+        let now = conditions::find(&new.conditions, type_);
+        let before = conditions::find(&old.conditions, type_);
+        now.is_some_and(|c| c.status == status)
+            && before.is_none_or(|b| b.status != status || b.reason != now.map(|c| c.reason.as_str()).unwrap_or(""))
+    };
+    if changed(conditions::METRICS_AVAILABLE, "False") {
+        let failure = rec.missing_metrics().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; ");
+        out.push(Notice::warning("MetricsUnavailable", "ReadMetrics", failure));
+    }
+    if rec.fallback_active && changed(conditions::METRICS_AVAILABLE, "False") {
+        out.push(Notice::warning("FallbackActive", "Decide", rec.reason.clone()));
+    }
+    if changed(conditions::SCALING_LIMITED, "True") {
+        let message = conditions::find(&new.conditions, conditions::SCALING_LIMITED).map(|c| c.message.clone());
+        out.push(Notice::normal("ScaleLimited", "Decide", message.unwrap_or_default()));
+    }
+    if o.external.is_some() && conditions::is_true(&new.conditions, conditions::REPLICA_FIGHT) {
+        let message = conditions::find(&new.conditions, conditions::REPLICA_FIGHT).map(|c| c.message.clone());
+        out.push(Notice::warning("ReplicaFight", "DetectExternalChange", message.unwrap_or_default()));
+    }
+    out
+}
+
+fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
+    let rec = o.rec;
+    let mut out = vec![Observed::new(
+        conditions::READY,
+        true,
+        "Evaluated",
+        format!("evaluated every {}", format::duration(o.policy.interval)),
+    )];
+
+    let missing: Vec<String> = rec.missing_metrics().map(|(m, why)| format!("{m}: {}", why.state())).collect();
+    out.push(if missing.is_empty() {
+        Observed::new(
+            conditions::METRICS_AVAILABLE,
+            true,
+            "MetricsRead",
+            format!("all {} metrics read", rec.readings.len()),
+        )
+    } else if rec.fallback_active {
+        Observed::new(conditions::METRICS_AVAILABLE, false, "FallbackActive", rec.reason.clone())
+    } else if missing.len() == rec.readings.len() {
+        Observed::new(
+            conditions::METRICS_AVAILABLE,
+            false,
+            "NoMetrics",
+            format!("no metric could be read ({})", missing.join(", ")),
+        )
+    } else {
+        Observed::new(
+            conditions::METRICS_AVAILABLE,
+            false,
+            "MetricsMissing",
+            format!("missing: {}", missing.join(", ")),
+        )
+    });
+
+    let scaling_disabled = rec.limited_by.iter().any(|l| matches!(l, engine::LimitedBy::ScalingDisabled));
+    out.push(match o.mode {
+        Mode::Paused => Observed::new(
+            conditions::SCALING_ACTIVE,
+            false,
+            "Paused",
+            format!("annotation {}=\"true\": evaluating and reporting only", crate::api::PAUSED_ANNOTATION),
+        ),
+        Mode::DryRun => Observed::new(
+            conditions::SCALING_ACTIVE,
+            false,
+            "DryRun",
+            "spec.dryRun is true: evaluating and reporting only",
+        ),
+        Mode::Active if scaling_disabled => Observed::new(
+            conditions::SCALING_ACTIVE,
+            false,
+            "ScalingDisabled",
+            engine::LimitedBy::ScalingDisabled.to_string(),
+        ),
+        Mode::Active => {
+            Observed::new(conditions::SCALING_ACTIVE, true, "Active", "Foresight sets the target's replicas")
+        }
+    });
+
+    out.push(match rec.limited_by.first() {
+        Some(first) => Observed::new(
+            conditions::SCALING_LIMITED,
+            true,
+            first.kind(),
+            rec.limited_by.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        ),
+        None => Observed::new(conditions::SCALING_LIMITED, false, "WithinLimits", "the decision was not limited"),
+    });
+
+    let since = o.now.checked_sub(jiff::SignedDuration::try_from(FIGHT_WINDOW).unwrap_or_default()).unwrap_or(o.now);
+    let external = status.history.iter().filter(|h| h.policy == EXTERNAL && h.time.0 >= since).count();
+    out.push(if external >= FIGHT_CHANGES {
+        Observed::new(
+            conditions::REPLICA_FIGHT,
+            true,
+            "ExternalChanges",
+            format!(
+                "replicas were changed by someone else {external} times in the last {}; another controller, a GitOps tool or a person is setting them too (pause this policy or remove the other writer)",
+                format::duration(FIGHT_WINDOW)
+            ),
+        )
+    } else {
+        Observed::new(conditions::REPLICA_FIGHT, false, "NoFight", "no repeated external changes of replicas")
+    });
+    out
+}
+
+fn evaluation(o: &Outcome<'_>) -> Evaluation {
+    let rec = o.rec;
+    let metrics = rec
+        .readings
+        .iter()
+        .map(|r| MetricValue {
+            name: r.metric.clone(),
+            value: r.value.as_ref().ok().copied(),
+            state: match &r.value {
+                Ok(_) => "Ok".into(),
+                Err(m) => m.state().into(),
+            },
+            recommendation: rec
+                .proposals
+                .iter()
+                .filter(|p| p.policy.metric() == Some(r.metric.as_str()))
+                .filter_map(|p| p.replicas)
+                .max()
+                .map(|r| r as i32),
+        })
+        .collect();
+    let proposals = rec
+        .proposals
+        .iter()
+        .map(|p| Proposal {
+            policy: p.policy.to_string(),
+            replicas: p.replicas.map(|r| r as i32),
+            reason: p.reason.clone(),
+        })
+        .collect();
+    Evaluation {
+        time: Time(o.now),
+        metrics,
+        proposals,
+        prediction: prediction(o),
+        decision: rec.decision.as_str().into(),
+        reason: rec.reason.clone(),
+        limited_by: rec.limited_by.iter().map(|l| l.kind().to_string()).collect(),
+    }
+}
+
+fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
+    let rule = o.policy.predictive.as_ref()?;
+    let proposal = o.rec.proposals.iter().find(|p| matches!(p.policy, PolicyId::Predictive(_)));
+    let used = rule.mode == PredictiveMode::Scale && proposal.is_some_and(|p| p.replicas.is_some());
+    let reason = proposal.map(|p| p.reason.clone()).unwrap_or_else(|| "no forecast available".into());
+    let horizon = format::duration(rule.lookahead);
+    Some(match o.forecast {
+        Some(Forecast::Ready { peak, samples, error }) => Prediction {
+            forecast: Some(*peak),
+            horizon,
+            required_replicas: Some(required_replicas(rule, *peak) as i32),
+            samples: (*samples).min(i32::MAX as usize) as i32,
+            error: Some(*error),
+            used,
+            reason,
+        },
+        Some(Forecast::Abstain { samples, .. }) => Prediction {
+            forecast: None,
+            horizon,
+            required_replicas: None,
+            samples: (*samples).min(i32::MAX as usize) as i32,
+            error: None,
+            used: false,
+            reason,
+        },
+        None => Prediction {
+            forecast: None,
+            horizon,
+            required_replicas: None,
+            samples: 0,
+            error: None,
+            used: false,
+            reason,
+        },
+    })
+}
+
+/// "name=value" pairs of the readings, in the metric's unit.
+fn metric_pairs(o: &Outcome<'_>) -> Vec<String> {
+    o.rec
+        .readings
+        .iter()
+        .map(|r| {
+            let kind = o.policy.metric(&r.metric).map(|m| m.kind).unwrap_or(engine::policy::MetricKind::Query);
+            match &r.value {
+                Ok(v) => format!("{}={}", r.metric, format::value(kind, *v)),
+                Err(m) => format!("{}={}", r.metric, m.state()),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Decision, LimitedBy, Missing, Reading};
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).expect("valid")
+    }
+
+    fn policy() -> engine::Policy {
+        engine::Policy {
+            min_replicas: 1,
+            max_replicas: 10,
+            interval: Duration::from_secs(15),
+            metrics: vec![engine::policy::MetricSpec {
+                name: "cpu".into(),
+                kind: engine::policy::MetricKind::Cpu,
+                veto_above: None,
+            }],
+            thresholds: vec![],
+            targets: vec![],
+            predictive: None,
+            up: engine::policy::DirectionRules::default_up(),
+            down: engine::policy::DirectionRules::default_down(),
+            fallback: engine::policy::Fallback { failure_threshold: 3, replicas: None },
+            staleness: Duration::from_secs(120),
+        }
+    }
+
+    fn rec(current: u32, desired: u32, value: Result<f64, Missing>) -> Recommendation {
+        Recommendation {
+            current,
+            desired,
+            decision: match desired.cmp(&current) {
+                std::cmp::Ordering::Greater => Decision::ScaleUp,
+                std::cmp::Ordering::Less => Decision::ScaleDown,
+                std::cmp::Ordering::Equal => Decision::Hold,
+            },
+            readings: vec![Reading { metric: "cpu".into(), value }],
+            proposals: vec![engine::Proposal {
+                policy: PolicyId::Target("cpu".into()),
+                replicas: Some(desired),
+                reason: "cpu 90% vs target 60%".into(),
+                shadow: false,
+            }],
+            winner: (desired != current).then(|| PolicyId::Target("cpu".into())),
+            limited_by: vec![],
+            reason: "cpu 90% vs target 60%".into(),
+            recommendations: vec![engine::RecommendationRecord { time: at(0), replicas: desired }],
+            consecutive_failures: 0,
+            fallback_active: false,
+        }
+    }
+
+    fn outcome<'a>(p: &'a engine::Policy, r: &'a Recommendation, now: Timestamp, scaled: bool) -> Outcome<'a> {
+        Outcome {
+            now,
+            generation: Some(1),
+            policy: p,
+            history_limit: 20,
+            rec: r,
+            forecast: None,
+            external: None,
+            mode: Mode::Active,
+            scaled,
+        }
+    }
+
+    #[test]
+    fn a_scale_adds_a_history_entry_and_an_event() {
+        let p = policy();
+        let r = rec(2, 3, Ok(90.0));
+        let o = outcome(&p, &r, at(100), true);
+        let old = ScalingPolicyStatus::default();
+        let new = next_status(&old, &o);
+        assert_eq!(new.history.len(), 1);
+        let h = &new.history[0];
+        assert_eq!((h.from, h.to, h.policy.as_str()), (2, 3, "target/cpu"));
+        assert_eq!(h.metrics, ["cpu=90%"]);
+        assert_eq!(new.current_replicas, Some(3));
+        assert_eq!(new.last_scale_time, Some(Time(at(100))));
+        let events = notices(&old, &new, &o);
+        assert_eq!(events[0].reason, "ScaledUp");
+        assert_eq!(events[0].note, "Scaled up from 2 to 3: cpu 90% vs target 60%");
+        assert!(conditions::is_true(&new.conditions, conditions::SCALING_ACTIVE));
+    }
+
+    #[test]
+    fn history_is_newest_first_and_bounded() {
+        let p = policy();
+        let mut status = ScalingPolicyStatus::default();
+        for i in 0..5u32 {
+            let r = rec(i + 1, i + 2, Ok(90.0));
+            let mut o = outcome(&p, &r, at(i as i64 * 60), true);
+            o.history_limit = 3;
+            status = next_status(&status, &o);
+        }
+        let tos: Vec<i32> = status.history.iter().map(|h| h.to).collect();
+        assert_eq!(tos, [6, 5, 4]);
+    }
+
+    #[test]
+    fn an_unchanged_evaluation_needs_no_write() {
+        let p = policy();
+        let r = rec(3, 3, Ok(60.0));
+        let first = next_status(&ScalingPolicyStatus::default(), &outcome(&p, &r, at(0), false));
+        let mut r2 = r.clone();
+        r2.recommendations = vec![engine::RecommendationRecord { time: at(15), replicas: 3 }];
+        let second = next_status(&first, &outcome(&p, &r2, at(15), false));
+        assert!(!needs_write(&first, &second));
+        let moved = next_status(&first, &outcome(&p, &rec(3, 3, Ok(61.0)), at(30), false));
+        assert!(needs_write(&first, &moved), "a new metric value is worth writing");
+    }
+
+    #[test]
+    fn external_changes_are_detected_against_the_last_history_entry() {
+        let history = vec![HistoryEntry {
+            time: Time(at(0)),
+            from: 2,
+            to: 4,
+            reason: "x".into(),
+            policy: "target/cpu".into(),
+            metrics: vec![],
+        }];
+        assert_eq!(detect_external(&history, 4, at(10)), None);
+        let e = detect_external(&history, 7, at(10)).expect("external change");
+        assert_eq!((e.from, e.to, e.policy.as_str()), (4, 7, EXTERNAL));
+        assert_eq!(detect_external(&[], 7, at(10)), None, "nothing to compare with");
+    }
+
+    #[test]
+    fn three_external_changes_in_ten_minutes_are_a_replica_fight() {
+        let p = policy();
+        let mut status = ScalingPolicyStatus::default();
+        let mut fights = Vec::new();
+        for (i, replicas) in [5u32, 3, 5, 3].iter().enumerate() {
+            let now = at(i as i64 * 60);
+            let external = if i == 0 { None } else { detect_external(&status.history, *replicas, now) };
+            let r = rec(*replicas, *replicas, Ok(60.0));
+            // The first evaluation scales (to have a value of ours to compare with).
+            let mut o = outcome(&p, &r, now, false);
+            o.external = external;
+            if i == 0 {
+                status.history.push(HistoryEntry {
+                    time: Time(now),
+                    from: 3,
+                    to: 5,
+                    reason: "x".into(),
+                    policy: "target/cpu".into(),
+                    metrics: vec![],
+                });
+            }
+            let new = next_status(&status, &o);
+            fights.push(notices(&status, &new, &o).iter().any(|n| n.reason == "ReplicaFight"));
+            status = new;
+        }
+        assert_eq!(fights, [false, false, false, true]);
+        assert!(conditions::is_true(&status.conditions, conditions::REPLICA_FIGHT));
+        assert_eq!(status.history.iter().filter(|h| h.policy == EXTERNAL).count(), 3);
+    }
+
+    #[test]
+    fn dry_run_reports_the_decision_without_history() {
+        let p = policy();
+        let r = rec(2, 4, Ok(95.0));
+        let mut o = outcome(&p, &r, at(0), false);
+        o.mode = Mode::DryRun;
+        let old = ScalingPolicyStatus::default();
+        let new = next_status(&old, &o);
+        assert!(new.history.is_empty());
+        assert_eq!((new.current_replicas, new.desired_replicas), (Some(2), Some(4)));
+        let events = notices(&old, &new, &o);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "DryRunDecision");
+        assert!(events[0].note.starts_with("Would scale from 2 to 4 (dry run)"), "{}", events[0].note);
+        assert_eq!(
+            conditions::find(&new.conditions, conditions::SCALING_ACTIVE).map(|c| c.reason.as_str()),
+            Some("DryRun")
+        );
+    }
+
+    #[test]
+    fn missing_metrics_warn_once_per_transition() {
+        let p = policy();
+        let mut r = rec(3, 3, Err(Missing::QueryFailed("connection refused".into())));
+        r.limited_by = vec![LimitedBy::MissingMetrics { metrics: vec!["cpu".into()] }];
+        let old = ScalingPolicyStatus::default();
+        let first = next_status(&old, &outcome(&p, &r, at(0), false));
+        let events = notices(&old, &first, &outcome(&p, &r, at(0), false));
+        assert!(
+            events
+                .iter()
+                .any(|n| n.reason == "MetricsUnavailable" && n.warning && n.note.contains("connection refused"))
+        );
+        let second = next_status(&first, &outcome(&p, &r, at(15), false));
+        assert!(notices(&first, &second, &outcome(&p, &r, at(15), false)).is_empty());
+        assert_eq!(first.last_evaluation.as_ref().map(|e| e.metrics[0].state.as_str()), Some("QueryFailed"));
+    }
+
+    #[test]
+    fn a_failed_reconcile_changes_only_ready() {
+        let p = policy();
+        let r = rec(2, 3, Ok(90.0));
+        let good = next_status(&ScalingPolicyStatus::default(), &outcome(&p, &r, at(0), true));
+        let failed = failed_status(&good, Some(2), at(30), "TargetNotFound", "Deployment web not found");
+        assert_eq!(failed.history, good.history);
+        assert_eq!(failed.observed_generation, Some(2));
+        let ready = conditions::find(&failed.conditions, conditions::READY).expect("ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "TargetNotFound"));
+    }
+}

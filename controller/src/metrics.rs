@@ -1,0 +1,367 @@
+//! The controller's own metrics, served at `/metrics` in the OpenMetrics text format.
+//!
+//! Label values are bounded: result and reason are error categories, direction is up/down, namespace/policy/
+//! metric name come from policy objects (one series per policy), and the Prometheus address has its
+//! credentials and query string removed. No Debug text ever becomes a label.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    controller::ReconcileObserver,
+    engine::{Forecast, Policy, Recommendation},
+    source::{CircuitState, QueryObserver},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    namespace: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScaleLabels {
+    namespace: String,
+    policy: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    namespace: String,
+    policy: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThresholdLabels {
+    namespace: String,
+    policy: String,
+    metric: String,
+    bound: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabels {
+    address: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn query_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+/// Every metric the controller exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    scale_actions: Family<ScaleLabels, Counter>,
+    current: Family<PolicyLabels, Gauge>,
+    desired: Family<PolicyLabels, Gauge>,
+    metric_value: Family<MetricLabels, FloatGauge>,
+    threshold: Family<ThresholdLabels, FloatGauge>,
+    forecast: Family<PolicyLabels, FloatGauge>,
+    forecast_error: Family<PolicyLabels, FloatGauge>,
+    query_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    query_errors: Family<ReasonLabels, Counter>,
+    circuit_state: Family<AddressLabels, Gauge>,
+    policies_managed: Gauge,
+    leader: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("foresight");
+        let m = Metrics {
+            reconciles: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            scale_actions: Family::default(),
+            current: Family::default(),
+            desired: Family::default(),
+            metric_value: Family::default(),
+            threshold: Family::default(),
+            forecast: Family::default(),
+            forecast_error: Family::default(),
+            query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
+            query_errors: Family::default(),
+            circuit_state: Family::default(),
+            policies_managed: Gauge::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconciles", "Reconciles by result (success or the error category)", m.reconciles.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile, Prometheus queries included",
+            m.reconcile_duration.clone(),
+        );
+        registry.register("scale_actions", "Changes of a target's replicas made by Foresight", m.scale_actions.clone());
+        registry.register("policy_current_replicas", "The target's replicas at the last evaluation", m.current.clone());
+        registry.register("policy_desired_replicas", "The replicas Foresight wants", m.desired.clone());
+        registry.register(
+            "policy_metric_value",
+            "A policy metric's latest value (absent while missing)",
+            m.metric_value.clone(),
+        );
+        registry.register(
+            "policy_metric_threshold",
+            "A policy's bounds: scale_up, scale_down (threshold) and target",
+            m.threshold.clone(),
+        );
+        registry.register(
+            "policy_forecast",
+            "The predictive policy's peak forecast within its look-ahead",
+            m.forecast.clone(),
+        );
+        registry.register(
+            "policy_forecast_error",
+            "The forecast's error on held-out history (fraction)",
+            m.forecast_error.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Prometheus query time by outcome (success or the error category)",
+            m.query_duration.clone(),
+        );
+        registry.register("prometheus_query_errors", "Failed Prometheus queries by reason", m.query_errors.clone());
+        registry.register(
+            "prometheus_circuit_state",
+            "Circuit breaker per Prometheus address: 0 closed, 1 half-open, 2 open",
+            m.circuit_state.clone(),
+        );
+        registry.register("policies_managed", "ScalingPolicy objects watched", m.policies_managed.clone());
+        registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn policy_labels(namespace: &str, name: &str) -> PolicyLabels {
+    PolicyLabels { namespace: namespace.into(), policy: name.into() }
+}
+
+impl ReconcileObserver for Metrics {
+    fn reconciled(&self, result: &'static str, seconds: f64) {
+        self.reconciles.get_or_create(&ResultLabels { result: result.into() }).inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    fn evaluated(
+        &self,
+        namespace: &str,
+        name: &str,
+        policy: &Policy,
+        rec: &Recommendation,
+        forecast: Option<&Forecast>,
+    ) {
+        let labels = policy_labels(namespace, name);
+        self.current.get_or_create(&labels).set(rec.current.into());
+        self.desired.get_or_create(&labels).set(rec.desired.into());
+        for reading in &rec.readings {
+            let l = MetricLabels { namespace: namespace.into(), policy: name.into(), metric: reading.metric.clone() };
+            match &reading.value {
+                Ok(v) => {
+                    self.metric_value.get_or_create(&l).set(*v);
+                }
+                Err(_) => {
+                    self.metric_value.remove(&l);
+                }
+            }
+        }
+        let mut bounds = Vec::new();
+        for t in &policy.thresholds {
+            if let Some(up) = &t.up {
+                bounds.push((t.metric.clone(), "scale_up", up.value));
+            }
+            if let Some(down) = &t.down {
+                bounds.push((t.metric.clone(), "scale_down", down.value));
+            }
+        }
+        for t in &policy.targets {
+            bounds.push((t.metric.clone(), "target", t.target));
+        }
+        for (metric, bound, value) in bounds {
+            let l = ThresholdLabels { namespace: namespace.into(), policy: name.into(), metric, bound: bound.into() };
+            self.threshold.get_or_create(&l).set(value);
+        }
+        match forecast {
+            Some(Forecast::Ready { peak, error, .. }) => {
+                self.forecast.get_or_create(&labels).set(*peak);
+                self.forecast_error.get_or_create(&labels).set(*error);
+            }
+            _ => {
+                self.forecast.remove(&labels);
+                self.forecast_error.remove(&labels);
+            }
+        }
+    }
+
+    fn scaled(&self, namespace: &str, name: &str, direction: &'static str) {
+        let l = ScaleLabels { namespace: namespace.into(), policy: name.into(), direction: direction.into() };
+        self.scale_actions.get_or_create(&l).inc();
+    }
+
+    fn policies_managed(&self, count: usize) {
+        self.policies_managed.set(count.try_into().unwrap_or(i64::MAX));
+    }
+}
+
+impl QueryObserver for Metrics {
+    fn query_finished(&self, outcome: &'static str, seconds: f64) {
+        self.query_duration.get_or_create(&OutcomeLabels { outcome: outcome.into() }).observe(seconds);
+        if outcome != "success" {
+            self.query_errors.get_or_create(&ReasonLabels { reason: outcome.into() }).inc();
+        }
+    }
+
+    fn circuit_changed(&self, address: &str, state: CircuitState) {
+        self.circuit_state.get_or_create(&AddressLabels { address: address.into() }).set(state.gauge_value());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Decision, Missing, Reading};
+    use std::time::Duration;
+
+    fn rec(value: Result<f64, Missing>) -> Recommendation {
+        Recommendation {
+            current: 2,
+            desired: 3,
+            decision: Decision::ScaleUp,
+            readings: vec![Reading { metric: "cpu".into(), value }],
+            proposals: vec![],
+            winner: None,
+            limited_by: vec![],
+            reason: String::new(),
+            recommendations: vec![],
+            consecutive_failures: 0,
+            fallback_active: false,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            min_replicas: 1,
+            max_replicas: 10,
+            interval: Duration::from_secs(15),
+            metrics: vec![],
+            thresholds: vec![crate::engine::policy::ThresholdRule {
+                metric: "cpu".into(),
+                up: Some(crate::engine::policy::Bound {
+                    value: 70.0,
+                    for_: Duration::from_secs(60),
+                    step: crate::engine::policy::Amount::Pods(1),
+                }),
+                down: None,
+            }],
+            targets: vec![],
+            predictive: None,
+            up: crate::engine::policy::DirectionRules::default_up(),
+            down: crate::engine::policy::DirectionRules::default_down(),
+            fallback: crate::engine::policy::Fallback { failure_threshold: 3, replicas: None },
+            staleness: Duration::from_secs(120),
+        }
+    }
+
+    #[test]
+    fn every_documented_metric_is_exported_with_its_labels() {
+        let m = Metrics::new();
+        m.reconciled("success", 0.01);
+        m.reconciled("patch_scale", 0.02);
+        m.evaluated(
+            "shop",
+            "web",
+            &policy(),
+            &rec(Ok(86.0)),
+            Some(&Forecast::Ready { peak: 120.0, samples: 50, error: 0.1 }),
+        );
+        m.scaled("shop", "web", "up");
+        m.policies_managed(7);
+        m.set_leader(true);
+        m.query_finished("success", 0.05);
+        m.query_finished("timeout", 5.0);
+        m.circuit_changed("http://prometheus:9090", CircuitState::Open);
+        let text = m.encode().expect("encodes");
+        for line in [
+            r#"foresight_reconciles_total{result="success"} 1"#,
+            r#"foresight_reconciles_total{result="patch_scale"} 1"#,
+            "foresight_reconcile_duration_seconds_count 2",
+            r#"foresight_scale_actions_total{namespace="shop",policy="web",direction="up"} 1"#,
+            r#"foresight_policy_current_replicas{namespace="shop",policy="web"} 2"#,
+            r#"foresight_policy_desired_replicas{namespace="shop",policy="web"} 3"#,
+            r#"foresight_policy_metric_value{namespace="shop",policy="web",metric="cpu"} 86.0"#,
+            r#"foresight_policy_metric_threshold{namespace="shop",policy="web",metric="cpu",bound="scale_up"} 70.0"#,
+            r#"foresight_policy_forecast{namespace="shop",policy="web"} 120.0"#,
+            r#"foresight_policy_forecast_error{namespace="shop",policy="web"} 0.1"#,
+            r#"foresight_prometheus_query_duration_seconds_count{outcome="timeout"} 1"#,
+            r#"foresight_prometheus_query_errors_total{reason="timeout"} 1"#,
+            r#"foresight_prometheus_circuit_state{address="http://prometheus:9090"} 2"#,
+            "foresight_policies_managed 7",
+            "foresight_leader 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains(r#"query_errors_total{reason="success"}"#));
+    }
+
+    #[test]
+    fn a_missing_metric_is_absent_not_zero() {
+        let m = Metrics::new();
+        m.evaluated("shop", "web", &policy(), &rec(Ok(86.0)), None);
+        m.evaluated("shop", "web", &policy(), &rec(Err(Missing::Empty)), None);
+        let text = m.encode().expect("encodes");
+        assert!(!text.contains("foresight_policy_metric_value{"), "{text}");
+    }
+}

@@ -1,0 +1,253 @@
+//! `foresight run`: the controller process. Wiring only; every piece lives in its own module.
+//!
+//! ```text
+//!  flags/env ─► telemetry ─► kube Client ─► SourcePool (breakers report to Metrics)
+//!                                  │
+//!            Lease (kube-lease-manager) ─► leader flag ─► controller::run (one Controller per namespace)
+//!                                                             │
+//!            axum: /metrics /healthz /readyz ◄── Metrics ◄────┘      SIGTERM ─► graceful shutdown
+//! ```
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use clap::{ArgAction, Args};
+use futures::FutureExt;
+
+use crate::{
+    controller::{self, Context, RunOptions, Sources},
+    leader,
+    metrics::Metrics,
+    server,
+    source::{BreakerConfig, SourcePool},
+    telemetry::{self, LogFormat},
+};
+
+/// Flags of `foresight run`; each has an environment variable for use in a Deployment.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The Prometheus used by policies without spec.prometheus, e.g. http://prometheus.monitoring:9090.
+    #[arg(long, env = "FORESIGHT_PROMETHEUS_ADDRESS")]
+    pub prometheus_address: Option<String>,
+    /// Namespaces to watch, comma-separated; empty watches all.
+    #[arg(long, env = "FORESIGHT_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+    /// Policies reconciled at once (per watched namespace).
+    #[arg(long, env = "FORESIGHT_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Elect a leader through a Lease; only the leader patches. Turn off only for a single replica.
+    #[arg(long, env = "FORESIGHT_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "FORESIGHT_LEASE_NAME", default_value = "foresight-leader")]
+    pub lease_name: String,
+    /// Namespace of the leader Lease. Default: $POD_NAMESPACE, else "default".
+    #[arg(long, env = "FORESIGHT_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events. Default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "FORESIGHT_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "FORESIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. info, debug or info,foresight=debug.
+    #[arg(long, env = "FORESIGHT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Timeout of each Prometheus query (policies may set their own).
+    #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+}
+
+impl RunArgs {
+    /// The namespaces to watch, without empty entries (an empty list watches all).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.namespaces.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()
+    }
+
+    /// The Lease's namespace: the flag, else `pod_namespace`, else "default".
+    pub fn lease_namespace(&self, pod_namespace: Option<String>) -> String {
+        self.lease_namespace.clone().or(pod_namespace).filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
+    }
+
+    /// This replica's identity: the flag, else the host name, else "foresight".
+    pub fn identity(&self) -> String {
+        self.pod_name.clone().filter(|n| !n.is_empty()).or_else(hostname).unwrap_or_else(|| "foresight".into())
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    // One TLS provider for the whole binary (kube and reqwest both use rustls).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    telemetry::init(args.log_format, &args.log_level)?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let identity = args.identity();
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), metrics.clone()));
+    let leader = Arc::new(AtomicBool::new(!args.leader_election));
+    metrics.set_leader(!args.leader_election);
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
+            .with_telemetry(metrics.clone())
+            .with_leader(leader.clone())
+            .with_query_timeout(args.query_timeout),
+    );
+
+    let shutdown = shutdown_signal().shared();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = server::bind(args.metrics_address).await?;
+    let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), shutdown.clone()));
+
+    let election = if args.leader_election {
+        let namespace = args.lease_namespace(std::env::var("POD_NAMESPACE").ok());
+        tracing::info!(%namespace, lease = %args.lease_name, %identity, "campaigning for leadership");
+        let config = leader::LeaseConfig::new(namespace, args.lease_name.clone(), identity.clone());
+        Some(leader::start(client, &config, leader, metrics.clone()).await?)
+    } else {
+        None
+    };
+
+    let options = RunOptions { namespaces: args.namespaces(), concurrency: args.concurrency.max(1) };
+    tracing::info!(namespaces = ?options.namespaces, concurrency = options.concurrency, "controller starting");
+    controller::run(ctx, options, ready, shutdown.clone()).await;
+    tracing::info!("controller stopped");
+
+    if let Some(election) = election {
+        election.stop().await;
+    }
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
+        Err(error) => tracing::warn!(%error, "metrics server task failed"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["foresight", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(args) => args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_has_its_documented_environment_variable() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        let envs: Vec<(String, String)> = run
+            .get_arguments()
+            .filter_map(|a| Some((a.get_id().to_string(), a.get_env()?.to_string_lossy().into_owned())))
+            .collect();
+        for (flag, env) in [
+            ("prometheus_address", "FORESIGHT_PROMETHEUS_ADDRESS"),
+            ("namespaces", "FORESIGHT_NAMESPACES"),
+            ("concurrency", "FORESIGHT_CONCURRENCY"),
+            ("leader_election", "FORESIGHT_LEADER_ELECTION"),
+            ("lease_name", "FORESIGHT_LEASE_NAME"),
+            ("lease_namespace", "FORESIGHT_LEASE_NAMESPACE"),
+            ("pod_name", "POD_NAME"),
+            ("metrics_address", "FORESIGHT_METRICS_ADDRESS"),
+            ("log_format", "FORESIGHT_LOG_FORMAT"),
+            ("log_level", "FORESIGHT_LOG_LEVEL"),
+            ("query_timeout", "FORESIGHT_QUERY_TIMEOUT"),
+        ] {
+            assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let args = parse(&[]);
+        assert_eq!(args.namespaces(), Vec::<String>::new());
+        assert_eq!(args.concurrency, 16);
+        assert!(args.leader_election);
+        assert_eq!(args.lease_name, "foresight-leader");
+        assert_eq!(args.metrics_address, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(args.log_format, LogFormat::Auto);
+        assert_eq!(args.log_level, "info");
+        assert_eq!(args.query_timeout, Duration::from_secs(5));
+        assert_eq!(args.lease_namespace(None), "default");
+        assert_eq!(args.lease_namespace(Some("foresight-system".into())), "foresight-system");
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let args = parse(&[
+            "--namespaces",
+            "shop, payments,",
+            "--leader-election",
+            "false",
+            "--query-timeout",
+            "1500ms",
+            "--lease-namespace",
+            "ops",
+            "--pod-name",
+            "foresight-0",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(args.namespaces(), ["shop", "payments"]);
+        assert!(!args.leader_election);
+        assert_eq!(args.query_timeout, Duration::from_millis(1500));
+        assert_eq!(args.lease_namespace(Some("ignored".into())), "ops");
+        assert_eq!(args.identity(), "foresight-0");
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_named() {
+        let error = Cli::try_parse_from(["foresight", "run", "--query-timeout", "soon"]).expect_err("bad duration");
+        assert!(error.to_string().contains("--query-timeout"), "{error}");
+        let error = Cli::try_parse_from(["foresight", "run", "--metrics-address", "8080"]).expect_err("bad address");
+        assert!(error.to_string().contains("--metrics-address"), "{error}");
+    }
+}

@@ -1,0 +1,176 @@
+//! The real reconcile loop when Prometheus dies and comes back (fake API server, real Prometheus): replicas are
+//! held, `MetricsAvailable` turns False with an Event, the fallback floor applies after its threshold, the
+//! circuit breaker opens, and everything recovers when Prometheus returns.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use foresight::{
+    api::ScalingPolicy,
+    controller::{self, Context, RunOptions, Sources},
+    source::{BreakerConfig, CircuitState, NoopObserver, SourcePool},
+};
+use foresight_e2e::{
+    fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
+    prometheus::{OpenMetricsBuilder, PromServer, every},
+};
+use jiff::Timestamp;
+use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+const STEP: Duration = Duration::from_secs(15);
+const POINTS: usize = 240; // one hour
+
+fn t(offset_seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
+}
+
+/// Deployment `web` in `shop`: 70 % CPU for an hour.
+fn history() -> String {
+    let mut b = OpenMetricsBuilder::new();
+    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb"] {
+        let app = [("namespace", "shop"), ("pod", pod), ("container", "app")];
+        b = b.counter("container_cpu_usage_seconds", &app, every(t(0), STEP, POINTS, |i, _| 0.35 * 15.0 * i as f64));
+        let req = [("namespace", "shop"), ("pod", pod), ("container", "app"), ("resource", "cpu")];
+        b = b.gauge("kube_pod_container_resource_requests", &req, every(t(0), STEP, POINTS, |_, _| 0.5));
+    }
+    b.build().expect("valid history")
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn condition(policies: &Api<ScalingPolicy>, type_: &str) -> Option<(String, String)> {
+    let status = policies.get("web").await.ok()?.status?;
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn replicas(deployments: &Api<Deployment>) -> Option<i32> {
+    deployments.get("web").await.ok()?.spec?.replicas
+}
+
+async fn has_event(events: &Api<Event>, reason: &str) -> bool {
+    let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+    list.iter().any(|e| e.reason.as_deref() == Some(reason))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = FakeApiServer::builder()
+        .with_namespace("shop")
+        .with_kind(
+            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
+                .with_status(),
+        )
+        .build();
+    let client = server.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
+    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let events: Api<Event> = Api::namespaced(client.clone(), "shop");
+    // On target (70 % vs 70 %): hold at 2. Without metrics for 3 evaluations: at least 4.
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": { "name": "web", "namespace": "shop" },
+        "spec": {
+            "targetRef": { "name": "web" },
+            "maxReplicas": 10,
+            "interval": "1s",
+            "metrics": [ { "name": "cpu", "cpu": {} } ],
+            "policies": { "target": [ { "metric": "cpu", "value": 70 } ] },
+            "fallback": { "failureThreshold": 3, "replicas": 4 }
+        }
+    }))
+    .expect("valid policy");
+    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+
+    let started = Instant::now();
+    let clock_start = t(30 * 60);
+    let clock: controller::Clock = Arc::new(move || {
+        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
+    });
+    let breaker = BreakerConfig { failure_threshold: 2, cool_off: Duration::from_secs(1) };
+    let pool = Arc::new(SourcePool::new(breaker, Arc::new(NoopObserver)));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool.clone()), Some(prometheus.url()), "faults-test")
+            .with_clock(clock)
+            .with_query_timeout(Duration::from_millis(500)),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 2 };
+    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    eventually("metrics to be read", || async {
+        condition(&policies, "MetricsAvailable").await == Some(("True".into(), "MetricsRead".into()))
+    })
+    .await;
+    assert_eq!(replicas(&deployments).await, Some(2));
+
+    prometheus.stop().expect("stop Prometheus");
+    eventually("MetricsAvailable=False and its Event", || async {
+        condition(&policies, "MetricsAvailable").await.is_some_and(|(s, _)| s == "False")
+            && has_event(&events, "MetricsUnavailable").await
+    })
+    .await;
+    let circuit = pool.circuit(&prometheus.url()).expect("a circuit for the address");
+    eventually("the circuit to open", || {
+        let circuit = circuit.clone();
+        async move { circuit.state() != CircuitState::Closed }
+    })
+    .await;
+    eventually("the fallback to raise replicas to 4", || async { replicas(&deployments).await == Some(4) }).await;
+    // The scale is patched first; its status and Events follow.
+    eventually("the FallbackActive event and the history entry", || async {
+        let status = policies.get("web").await.ok().and_then(|p| p.status);
+        has_event(&events, "FallbackActive").await && status.is_some_and(|s| !s.history.is_empty())
+    })
+    .await;
+    let status = policies.get("web").await.expect("policy").status.expect("status");
+    assert_eq!((status.history[0].from, status.history[0].to), (2, 4));
+    assert_eq!(status.history[0].policy, "fallback");
+    assert!(status.consecutive_metric_failures >= 3, "{}", status.consecutive_metric_failures);
+
+    prometheus.restart().expect("restart Prometheus");
+    eventually("metrics to be read again", || async {
+        condition(&policies, "MetricsAvailable").await == Some(("True".into(), "MetricsRead".into()))
+    })
+    .await;
+    eventually("the circuit to close", || {
+        let circuit = circuit.clone();
+        async move { circuit.state() == CircuitState::Closed }
+    })
+    .await;
+    let status = policies.get("web").await.expect("policy").status.expect("status");
+    assert_eq!(status.consecutive_metric_failures, 0);
+    // 70 % at 4 replicas against 70 %: on target, so the fallback's replicas are kept, not undone at once.
+    assert_eq!(replicas(&deployments).await, Some(4));
+    assert!(ready.load(Ordering::SeqCst));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+}

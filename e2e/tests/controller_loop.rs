@@ -1,0 +1,248 @@
+//! The real reconcile loop (`foresight::controller::run`, kube-runtime's `Controller`) against the fake API server
+//! and a real Prometheus: a policy scales a Deployment up when its CPU is high, records history, conditions and
+//! an Event, and then holds at maxReplicas without further writes.
+//!
+//! The controller's clock starts 30 minutes into the backfilled data and runs at real speed, so its range
+//! queries land on the history Prometheus holds.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use foresight::{
+    api::ScalingPolicy,
+    controller::{self, Context, RunOptions, Sources},
+    source::{BreakerConfig, NoopObserver, SourcePool},
+};
+use foresight_e2e::{
+    fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
+    prometheus::{OpenMetricsBuilder, PromServer, every},
+};
+use jiff::Timestamp;
+use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+const STEP: Duration = Duration::from_secs(15);
+const POINTS: usize = 240; // one hour
+
+fn t(offset_seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
+}
+
+/// Deployment `web` in `shop`: 4 pods at 0.35 cores of 0.5 requested (70 % CPU) for an hour.
+fn history() -> String {
+    let mut b = OpenMetricsBuilder::new();
+    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb", "web-7c9f8d6b5-ccccc", "web-7c9f8d6b5-ddddd"] {
+        let app = [("namespace", "shop"), ("pod", pod), ("container", "app")];
+        b = b.counter("container_cpu_usage_seconds", &app, every(t(0), STEP, POINTS, |i, _| 0.35 * 15.0 * i as f64));
+        let req = [("namespace", "shop"), ("pod", pod), ("container", "app"), ("resource", "cpu")];
+        b = b.gauge("kube_pod_container_resource_requests", &req, every(t(0), STEP, POINTS, |_, _| 0.5));
+    }
+    b.build().expect("valid history")
+}
+
+/// Polls `check` every 100 ms for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = FakeApiServer::builder()
+        .with_namespace("shop")
+        .with_kind(
+            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
+                .with_status(),
+        )
+        .build();
+    let client = server.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
+    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
+    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": { "name": "web", "namespace": "shop" },
+        "spec": {
+            "targetRef": { "name": "web" },
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "interval": "1s",
+            "metrics": [ { "name": "cpu", "cpu": {} } ],
+            "policies": { "target": [ { "metric": "cpu", "value": 50 } ] }
+        }
+    }))
+    .expect("valid policy");
+    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+
+    let started = Instant::now();
+    let clock_start = t(30 * 60);
+    let clock: controller::Clock = Arc::new(move || {
+        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
+    });
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "controller-loop-test")
+            .with_clock(clock),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 4 };
+    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    eventually("the watch to sync", || {
+        let ready = ready.clone();
+        async move { ready.load(Ordering::SeqCst) }
+    })
+    .await;
+
+    // 70 % against a target of 50 % at 2 replicas asks for 3 (= maxReplicas).
+    eventually("the Deployment to reach 3 replicas", || {
+        let deployments = deployments.clone();
+        async move { deployments.get("web").await.ok().and_then(|d| d.spec?.replicas) == Some(3) }
+    })
+    .await;
+    eventually("the scale to be in status", || {
+        let policies = policies.clone();
+        async move {
+            let status = policies.get("web").await.ok().and_then(|p| p.status);
+            status.is_some_and(|s| s.history.first().is_some_and(|h| h.to == 3))
+        }
+    })
+    .await;
+
+    let status = policies.get("web").await.expect("policy").status.expect("status");
+    assert_eq!(status.history.len(), 1, "{:?}", status.history);
+    let entry = &status.history[0];
+    assert_eq!((entry.from, entry.to, entry.policy.as_str()), (2, 3, "target/cpu"));
+    assert_eq!(entry.metrics, ["cpu=70%"]);
+    assert_eq!(status.current_replicas, Some(3));
+    let ready_condition = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready_condition.status, "True");
+    let metrics = status.last_evaluation.as_ref().expect("evaluation").metrics.clone();
+    assert!((metrics[0].value.expect("cpu value") - 70.0).abs() < 1e-6, "{metrics:?}");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "shop");
+    eventually("a ScaledUp event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+            list.iter().any(|e| {
+                e.reason.as_deref() == Some("ScaledUp")
+                    && e.note.as_deref().is_some_and(|n| n.starts_with("Scaled up from 2 to 3: "))
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+            })
+        }
+    })
+    .await;
+
+    // At maxReplicas it holds: no further scale, no further history over several intervals.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = policies.get("web").await.expect("policy").status.expect("status");
+    assert_eq!(later.history.len(), 1, "{:?}", later.history);
+    assert_eq!(deployments.get("web").await.expect("deployment").spec.and_then(|s| s.replicas), Some(3));
+    let limited = later.conditions.iter().find(|c| c.type_ == "ScalingLimited").expect("ScalingLimited");
+    assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "MaxReplicas"));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = FakeApiServer::builder()
+        .with_namespace("shop")
+        .with_kind(
+            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
+                .with_status(),
+        )
+        .build();
+    let client = server.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(foresight_e2e::fakeapi::fixtures::scalable_crd(
+        "example.com",
+        "v1",
+        "widgets",
+        "Widget",
+        &[],
+    ))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd).await.expect("create crd");
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "shop", &ar);
+    let mut widget = DynamicObject::new("queue", &ar);
+    widget.data = json!({ "spec": { "replicas": 1 } });
+    widgets.create(&PostParams::default(), &widget).await.expect("create widget");
+
+    // A custom query (constant 100 against a target of 50) doubles the replicas, up to maxReplicas 2.
+    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let policy: ScalingPolicy = serde_json::from_value(json!({
+        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": { "name": "queue", "namespace": "shop" },
+        "spec": {
+            "targetRef": { "apiVersion": "example.com/v1", "kind": "Widget", "name": "queue" },
+            "maxReplicas": 2,
+            "interval": "1s",
+            "metrics": [ { "name": "depth", "query": { "promql": "vector(100)" } } ],
+            "policies": { "target": [ { "metric": "depth", "value": 50 } ] }
+        }
+    }))
+    .expect("valid policy");
+    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let ctx = Arc::new(Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "crd-test"));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: vec![], concurrency: 2 };
+    let run = tokio::spawn(controller::run(ctx, options, ready, async {
+        let _ = stopped.await;
+    }));
+
+    eventually("the Widget to reach 2 replicas", || {
+        let widgets = widgets.clone();
+        async move {
+            let w = widgets.get("queue").await.ok();
+            w.is_some_and(|w| w.data["spec"]["replicas"] == json!(2))
+        }
+    })
+    .await;
+    eventually("the scale in status", || {
+        let policies = policies.clone();
+        async move {
+            let status = policies.get("queue").await.ok().and_then(|p| p.status);
+            status.is_some_and(|s| s.history.first().is_some_and(|h| (h.from, h.to) == (1, 2)))
+        }
+    })
+    .await;
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+}
