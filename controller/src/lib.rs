@@ -8,3 +8,5 @@ pub mod api;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
+pub mod backtest;
+pub mod predict;
