@@ -12,6 +12,7 @@
 //! See docs/backtest.md for the cluster model and the scores.
 
 pub mod cluster;
+pub mod matrix;
 pub mod output;
 pub mod plot;
 pub mod score;
@@ -23,6 +24,7 @@ mod tests;
 
 use std::{path::Path, time::Duration};
 
+pub use matrix::matrix;
 pub use output::Report;
 pub use score::Scores;
 pub use strategy::{Outcome, Setup, Strategy, simulate};
