@@ -68,6 +68,10 @@ pub struct BacktestArgs {
     /// Write timeline.csv, plot.svg and plot.png here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Let the policy see CPU and memory averaged over all requested pods with starting pods at 0 % (like a
+    /// Prometheus average over the target's pods), instead of over ready pods only (like metrics-server).
+    #[arg(long)]
+    pub count_starting_pods: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -95,7 +99,14 @@ impl BacktestArgs {
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.parse::<Baseline>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Options { capacity, startup_delay: self.startup_delay, compare, hpa_target: self.hpa_target, record })
+        Ok(Options {
+            capacity,
+            startup_delay: self.startup_delay,
+            compare,
+            hpa_target: self.hpa_target,
+            record,
+            starting_pods_at_zero: self.count_starting_pods,
+        })
     }
 }
 
@@ -147,7 +158,7 @@ fn with_progress<T>(total: u64, f: impl FnOnce(&mut dyn FnMut(u64)) -> T) -> T {
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut update = |done: u64| {
+    let out = f(&mut |done: u64| {
         if !terminal {
             return;
         }
@@ -163,9 +174,7 @@ fn with_progress<T>(total: u64, f: impl FnOnce(&mut dyn FnMut(u64)) -> T) -> T {
         if let Some(b) = &bar {
             b.set_position(done);
         }
-    };
-    let out = f(&mut update);
-    drop(update);
+    });
     if let Some(b) = bar {
         b.finish_and_clear();
     }

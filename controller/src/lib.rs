@@ -5,8 +5,8 @@
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
 
 pub mod api;
+pub mod backtest;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
-pub mod backtest;
 pub mod predict;

@@ -18,9 +18,9 @@ pub mod plot;
 pub mod score;
 pub mod signals;
 pub mod strategy;
-pub mod trace;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 
 use std::{path::Path, time::Duration};
 
@@ -102,6 +102,9 @@ pub struct Options {
     pub hpa_target: f64,
     /// Keep the replica timeline (for timeline.csv and the plot).
     pub record: bool,
+    /// The policy sees CPU and memory averaged over every requested pod, starting ones at 0 %, instead of
+    /// over ready pods only (the HPA baseline always does).
+    pub starting_pods_at_zero: bool,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             compare: vec![Baseline::Hpa, Baseline::Oracle, Baseline::Static],
             hpa_target: 70.0,
             record: false,
+            starting_pods_at_zero: false,
         }
     }
 }
@@ -181,7 +185,11 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
             rule.capacity_per_replica = per_second;
         }
     }
-    let mut strategies = vec![Strategy::Policy { name: policy.name.clone(), policy: Box::new(policy_copy) }];
+    let mut strategies = vec![Strategy::Policy {
+        name: policy.name.clone(),
+        policy: Box::new(policy_copy),
+        starting_pods_at_zero: opts.starting_pods_at_zero,
+    }];
     for b in &opts.compare {
         let s = match b {
             Baseline::Hpa => Strategy::Hpa { target: opts.hpa_target },

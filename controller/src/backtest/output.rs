@@ -37,7 +37,15 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<18} {:>13} {:>9} {:>12} {:>8} {:>9} {:>8} {:>6} {:>5} {:>8}",
-            "strategy", "replica-hours", "vs oracle", "violation m", "viol %", "dropped %", "actions", "flaps", "max",
+            "strategy",
+            "replica-hours",
+            "vs oracle",
+            "violation m",
+            "viol %",
+            "dropped %",
+            "actions",
+            "flaps",
+            "max",
             "time"
         );
         for (i, r) in self.results.iter().enumerate() {
@@ -86,9 +94,7 @@ pub fn write_timeline(
     let mut ticks: Vec<usize> = outcomes.iter().flat_map(|o| o.timeline.iter().map(|c| c.tick)).collect();
     let last = setup.loads.len().saturating_sub(1);
     ticks.extend([0, last]);
-    ticks.extend(
-        trace_times.iter().filter_map(|&t| usize::try_from((t - setup.start) / setup.tick_secs.max(1)).ok()),
-    );
+    ticks.extend(trace_times.iter().filter_map(|&t| usize::try_from((t - setup.start) / setup.tick_secs.max(1)).ok()));
     ticks.retain(|&k| k <= last);
     ticks.sort_unstable();
     ticks.dedup();

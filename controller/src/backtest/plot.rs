@@ -71,20 +71,13 @@ fn data(setup: &Setup, outcomes: &[Outcome]) -> Data {
         .map(|o| {
             o.events
                 .iter()
-                .map(|&(t, from, to)| {
-                    ((t - setup.start) as f64 / 3600.0, f64::from(to) * setup.capacity, to > from)
-                })
+                .map(|&(t, from, to)| ((t - setup.start) as f64 / 3600.0, f64::from(to) * setup.capacity, to > from))
                 .collect()
         })
         .unwrap_or_default();
     let max_x = hours(n.saturating_sub(1)).max(1e-3);
-    let max_y = load
-        .iter()
-        .chain(capacity.iter().flat_map(|(_, c)| c.iter()))
-        .copied()
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.05;
+    let max_y =
+        load.iter().chain(capacity.iter().flat_map(|(_, c)| c.iter())).copied().fold(0.0, f64::max).max(1e-9) * 1.05;
     Data { x, load, capacity, events, max_x, max_y }
 }
 

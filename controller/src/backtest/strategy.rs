@@ -35,8 +35,16 @@ pub const HPA_SYNC: Duration = Duration::from_secs(15);
 /// One strategy to replay.
 #[derive(Clone, Debug)]
 pub enum Strategy {
-    Policy { name: String, policy: Box<Policy> },
-    Hpa { target: f64 },
+    Policy {
+        name: String,
+        policy: Box<Policy>,
+        /// Average CPU and memory over every requested pod, starting ones at 0 % (as a Prometheus average
+        /// over the target's pods would), instead of over ready pods only.
+        starting_pods_at_zero: bool,
+    },
+    Hpa {
+        target: f64,
+    },
     Static,
     Oracle,
 }
@@ -143,9 +151,9 @@ pub fn simulate(setup: &Setup, strategy: &Strategy, progress: &mut dyn FnMut(u64
     let first = *setup.loads.first().ok_or(SimulateError::EmptyTrace)?;
     let mut run = Run::new(setup);
     match strategy {
-        Strategy::Policy { policy, .. } => {
+        Strategy::Policy { policy, starting_pods_at_zero, .. } => {
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
-            run_engine(setup, policy, false, initial, &mut run, progress);
+            run_engine(setup, policy, *starting_pods_at_zero, initial, &mut run, progress);
         }
         Strategy::Hpa { target } => {
             let policy = hpa_policy(*target);

@@ -24,7 +24,7 @@ fn run(setup: &Setup, strategy: &Strategy) -> Outcome {
 }
 
 fn policy(p: engine::Policy) -> Strategy {
-    Strategy::Policy { name: "policy".into(), policy: Box::new(p) }
+    Strategy::Policy { name: "policy".into(), policy: Box::new(p), starting_pods_at_zero: false }
 }
 
 /// Track the request rate at exactly one replica's capacity (100 per 60 s), HPA default rate limits.
@@ -221,4 +221,17 @@ fn startup_delay_shapes_the_tick() {
     let named = NamedPolicy { name: "p".into(), policy: rps_target() };
     let opts = Options { startup_delay: Duration::from_secs(50), ..Options::default() };
     assert_eq!(plan(&trace, &named, &opts).unwrap().setup.tick_secs, 5);
+}
+
+#[test]
+fn counting_starting_pods_stops_a_cpu_target_from_compounding() {
+    // 7 ready replicas at 100 % CPU, target 70 %, 60 s start-up. Fed ready pods' CPU only, the engine sees
+    // 100 % at every evaluation while new pods start and multiplies current again; with starting pods at 0 %
+    // it stops at 10, like the HPA.
+    let p = PolicyBuilder::new(1, 100).target("cpu", MetricKind::Cpu, 70.0).no_cooldowns().build();
+    let s = setup(vec![700.0; 8]);
+    let ready_only = run(&s, &policy(p.clone()));
+    let counted = run(&s, &Strategy::Policy { name: "p".into(), policy: Box::new(p), starting_pods_at_zero: true });
+    assert_eq!(counted.scores.max_replicas, 10);
+    assert!(ready_only.scores.max_replicas > 20, "{}", ready_only.scores.max_replicas);
 }

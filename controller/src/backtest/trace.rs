@@ -19,9 +19,7 @@ pub enum TraceError {
     Header { found: String },
     #[error("line {line}: expected two fields `timestamp,value`, found {found}")]
     FieldCount { line: usize, found: usize },
-    #[error(
-        "line {line}: cannot read timestamp {text:?} (expected `YYYY-MM-DD HH:MM:SS`, RFC 3339 or Unix seconds)"
-    )]
+    #[error("line {line}: cannot read timestamp {text:?} (expected `YYYY-MM-DD HH:MM:SS`, RFC 3339 or Unix seconds)")]
     Timestamp { line: usize, text: String },
     #[error("line {line}: value {text:?} is not a finite number >= 0")]
     Value { line: usize, text: String },
@@ -199,10 +197,7 @@ mod tests {
             ("timestamp,value\n1,2\nyesterday,3\n", TraceError::Timestamp { line: 3, text: "yesterday".into() }),
             ("timestamp,value\n1,2\n2,-3\n", TraceError::Value { line: 3, text: "-3".into() }),
             ("timestamp,value\n1,2\n", TraceError::TooShort { rows: 1 }),
-            (
-                "timestamp,value\n10,2\n20,NaN\n",
-                TraceError::Value { line: 3, text: "NaN".into() },
-            ),
+            ("timestamp,value\n10,2\n20,NaN\n", TraceError::Value { line: 3, text: "NaN".into() }),
         ];
         for (text, want) in cases {
             assert_eq!(Trace::parse(text), Err(want), "{text:?}");
