@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backtest::{self, Baseline, Capacity, Options};
@@ -118,7 +119,7 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
         anyhow::bail!("--policy and --trace are required (or --trace-dir)");
     };
     let named = backtest::read_policy(policy_path)?;
-    let trace = backtest::Trace::read(trace_path)?;
+    let trace = backtest::Trace::read(trace_path).with_context(|| format!("trace {}", trace_path.display()))?;
     let plan = backtest::plan(&trace, &named, &args.options(args.out.is_some())?)?;
     for note in &plan.notes {
         eprintln!("note: {note}");
