@@ -235,3 +235,25 @@ fn counting_starting_pods_stops_a_cpu_target_from_compounding() {
     assert_eq!(counted.scores.max_replicas, 10);
     assert!(ready_only.scores.max_replicas > 20, "{}", ready_only.scores.max_replicas);
 }
+
+#[test]
+fn timeline_has_a_row_per_change_and_trace_point() {
+    let s = step_up();
+    let outcomes = vec![run(&s, &policy(rps_target())), run(&s, &Strategy::Oracle)];
+    let dir = std::env::temp_dir().join(format!("foresight-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("timeline.csv");
+    output::write_timeline(&path, &s, &[0, 1785], &outcomes).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "time,load,policy_replicas,policy_ready,policy_utilization,oracle_replicas,oracle_ready,oracle_utilization"
+    );
+    // Ticks 0, 36 (oracle scales), 40, 41 (policy scales), 44, 45 (policy pods ready), 119 (end).
+    let times: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(times.len(), 7, "{text}");
+    assert_eq!(lines[1], "1970-01-01T00:00:00Z,100,1,1,1.0000,1,1,1.0000");
+    assert!(lines.contains(&"1970-01-01T00:11:00Z,1000,10,5,2.0000,10,10,1.0000"), "{text}");
+}
