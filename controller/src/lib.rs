@@ -9,4 +9,5 @@ pub mod backtest;
 pub mod cli;
 pub mod crdgen;
 pub mod engine;
+pub mod forecast;
 pub mod predict;

@@ -1,0 +1,479 @@
+//! The pure forecasting core of the predictive policy: history in, a model of offered load out.
+//!
+//! ```text
+//!   samples (unix s, value) ──clean──▶ sorted finite series
+//!        │                                   │
+//!        │               ┌── all but the most recent slice ──▶ fit ──▶ error on the slice = holdout_error
+//!        │               └── everything ──────────────────────▶ fit ──▶ Model ──▶ predict(t), peak(from, to)
+//! ```
+//!
+//! Both the controller (history from a Prometheus range query) and the `foresight backtest` simulator (replayed
+//! traces) call [`fit`], so what the backtest measures is what the controller does. No kube, tokio, HTTP or clock
+//! in here: time is an `f64` of unix seconds passed in by the caller.
+//!
+//! # The model
+//! `load(t) ≈ level + slope·days(t) + Σₖ daily Fourier pair k + Σₖ weekly Fourier pair k
+//!            + Σₖ daily pair k × first weekly pair (+ level correction)`,
+//! fitted by ordinary least squares (`linfa_linear::LinearRegression`), twice per [`fit`] (holdout and full), each
+//! with one robust refit.
+//! - **Fourier seasonal terms** describe a daily peak (and weekday/weekend shape) with a few smooth parameters;
+//!   raw hour-of-day numbers cannot (see `features`).
+//! - **Terms the data cannot identify are dropped** rather than regularised: daily terms need ~1 day of history,
+//!   weekly terms ~1 week, each with the phase reasonably covered; at most n/2 coefficients. The trend is in days
+//!   relative to the last sample, so every column is O(1) and the least-squares problem is well conditioned.
+//! - **Robust**: non-finite samples are dropped (gaps need no special handling: the fit only sees the samples that
+//!   exist); one winsorising refit bounds what a spike can do (`regression`).
+//! - **Holdout error** is a WAPE (see [`Model::holdout_error`]).
+//! - **Level correction**: real load stays above or below its usual shape for hours (residuals are
+//!   autocorrelated). A smoothed recent residual is added to the forecast and decays to zero with a configurable
+//!   time constant (see `level` and [`ForecastConfig::level_correction`]).
+//! - **Non-negative**: if every sample is ≥ 0 (as loads are), forecasts are floored at 0; a Fourier curve may dip
+//!   below zero at night, a load cannot.
+
+mod error;
+mod features;
+mod level;
+mod regression;
+#[cfg(test)]
+mod tests;
+
+pub use error::{AbstainReason, ForecastError};
+pub use regression::SolveError;
+
+use features::Terms;
+
+/// The fewest samples the training part of a holdout split keeps (intercept, trend, one degree of freedom).
+const MIN_TRAINING: usize = 3;
+/// Daily harmonics beyond 12 (2-hour wiggles) fit noise rather than shape.
+const MAX_DAILY_HARMONICS: usize = 12;
+/// Weekly harmonic 7 is the daily cycle; stop before it so the columns stay linearly independent.
+const MAX_WEEKLY_HARMONICS: usize = 6;
+/// `peak` evaluates at most this many points, so a tiny step cannot turn one call into minutes of work.
+const MAX_PEAK_STEPS: f64 = 1_000_000.0;
+
+/// Which seasonal cycles the model may use. Terms the history cannot identify are dropped regardless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seasonality {
+    /// Level and trend only.
+    None,
+    /// A daily cycle.
+    Daily,
+    /// A weekly cycle (without a separate daily one).
+    Weekly,
+    /// Daily and weekly cycles.
+    DailyWeekly,
+}
+
+impl Seasonality {
+    /// `DailyWeekly` when the history spans at least 14 days, else `Daily`. Two weeks, not one: with a single week
+    /// each weekday is seen once, and the weekly terms would learn last Tuesday's accidents as "Tuesday".
+    pub fn auto(history_span_secs: f64) -> Seasonality {
+        if history_span_secs >= 14.0 * features::DAY {
+            Seasonality::DailyWeekly
+        } else {
+            Seasonality::Daily
+        }
+    }
+
+    fn daily(self) -> bool {
+        matches!(self, Seasonality::Daily | Seasonality::DailyWeekly)
+    }
+
+    fn weekly(self) -> bool {
+        matches!(self, Seasonality::Weekly | Seasonality::DailyWeekly)
+    }
+}
+
+/// How much of the most recent history is held out to measure forecast error: `fraction` of the samples or
+/// the samples in the last `max_span_secs`, whichever is fewer, but at least `min_points`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holdout {
+    /// Fraction of the samples, in (0, 0.5].
+    pub fraction: f64,
+    /// Upper bound on the held-out time span, seconds (> 0; may be infinite).
+    pub max_span_secs: f64,
+    /// Lower bound on the number of held-out samples (≥ 1).
+    pub min_points: usize,
+}
+
+impl Default for Holdout {
+    /// The last 10% or the last day, whichever is smaller, at least 3 samples.
+    fn default() -> Self {
+        Holdout {
+            fraction: 0.1,
+            max_span_secs: features::DAY,
+            min_points: 3,
+        }
+    }
+}
+
+/// How to fit. `Default` suits 7 days of 5-minute history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastConfig {
+    /// Cycles to model. Default `Daily`; pass `Seasonality::auto(span)` to add the weekly cycle once the history
+    /// is long enough.
+    pub seasonality: Seasonality,
+    /// Daily Fourier pairs k = 1..=n (≤ 12). Default 4: enough for a morning and an evening peak.
+    pub daily_harmonics: usize,
+    /// Weekly Fourier pairs k = 1..=n (≤ 6). Default 3: weekday/weekend shape.
+    pub weekly_harmonics: usize,
+    /// With `DailyWeekly`, how many of the daily harmonics (1..=n, ≤ `daily_harmonics`) may change amplitude and
+    /// phase over the week (products with the first weekly pair, 4 columns each). Default 2. Plain daily + weekly
+    /// terms only shift the day up or down by weekday; a Saturday whose peak is at midnight instead of at the
+    /// evening rush needs this. On the NYC taxi trace (14-day window) it cut the day-ahead WAPE from 0.20 to 0.16
+    /// and the holdout error from 0.22 to 0.17.
+    pub interaction_harmonics: usize,
+    /// The holdout used for [`Model::holdout_error`].
+    pub holdout: Holdout,
+    /// Targets further than `outlier_k` robust standard deviations from the first fit are clipped before the
+    /// refit (> 0; `f64::INFINITY` disables). Default 3.5: clips about 1 in 2,000 normal samples.
+    pub outlier_k: f64,
+    /// Time constant τ, seconds, over which the recent level offset decays: `h` seconds ahead it counts
+    /// `exp(−h/τ)` (`None` disables). The offset is an exponentially smoothed residual whose smoothing is fitted to
+    /// the history (see `level`). Default 6 hours: on the NAB traces 3–12 h were all close, 1 h forgot a busy day
+    /// too soon.
+    pub level_correction: Option<f64>,
+    /// Fewer usable samples than this abstains (≥ `holdout.min_points + 3`). Default 10.
+    pub min_samples: usize,
+    /// Abstain when the holdout error exceeds this (≥ 0). Default `None`: the caller decides.
+    pub max_holdout_error: Option<f64>,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        ForecastConfig {
+            seasonality: Seasonality::Daily,
+            daily_harmonics: 4,
+            weekly_harmonics: 3,
+            interaction_harmonics: 2,
+            holdout: Holdout::default(),
+            outlier_k: 3.5,
+            level_correction: Some(6.0 * 3600.0),
+            min_samples: 10,
+            max_holdout_error: None,
+        }
+    }
+}
+
+impl ForecastConfig {
+    /// Checks every field's range, so a bad spec fails loudly instead of forecasting nonsense.
+    pub fn validate(&self) -> Result<(), ForecastError> {
+        let invalid = |field, reason| Err(ForecastError::InvalidConfig { field, reason });
+        if self.daily_harmonics > MAX_DAILY_HARMONICS {
+            return invalid("dailyHarmonics", "must be at most 12");
+        }
+        if self.weekly_harmonics > MAX_WEEKLY_HARMONICS {
+            return invalid("weeklyHarmonics", "must be at most 6");
+        }
+        if self.interaction_harmonics > self.daily_harmonics {
+            return invalid("interactionHarmonics", "must be at most dailyHarmonics");
+        }
+        if !(self.holdout.fraction > 0.0 && self.holdout.fraction <= 0.5) {
+            return invalid("holdout.fraction", "must be in (0, 0.5]");
+        }
+        if self.holdout.max_span_secs.is_nan() || self.holdout.max_span_secs <= 0.0 {
+            return invalid("holdout.maxSpan", "must be positive");
+        }
+        if self.holdout.min_points == 0 {
+            return invalid("holdout.minPoints", "must be at least 1");
+        }
+        if self.outlier_k.is_nan() || self.outlier_k <= 0.0 {
+            return invalid("outlierK", "must be positive");
+        }
+        if let Some(tau) = self.level_correction
+            && !(tau > 0.0 && tau.is_finite())
+        {
+            return invalid(
+                "levelCorrection",
+                "must be a positive, finite time constant",
+            );
+        }
+        if self.min_samples < self.holdout.min_points.saturating_add(MIN_TRAINING) {
+            return invalid("minSamples", "must be at least holdout.minPoints + 3");
+        }
+        if let Some(bound) = self.max_holdout_error
+            && (bound.is_nan() || bound < 0.0)
+        {
+            return invalid("maxHoldoutError", "must be non-negative");
+        }
+        Ok(())
+    }
+
+    fn wanted_terms(&self) -> Terms {
+        Terms {
+            trend: true,
+            daily: if self.seasonality.daily() {
+                self.daily_harmonics
+            } else {
+                0
+            },
+            weekly: if self.seasonality.weekly() {
+                self.weekly_harmonics
+            } else {
+                0
+            },
+            interact: if self.seasonality == Seasonality::DailyWeekly {
+                self.interaction_harmonics
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// A fitted forecast of load over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    curve: Curve,
+    holdout_error: f64,
+    spread: f64,
+    samples: usize,
+}
+
+impl Model {
+    /// The forecast at `t` (unix seconds), meant for `t ≥ fitted_at()`. Errors if `t` is not finite or so far
+    /// away that the trend overflows.
+    pub fn predict(&self, t: f64) -> Result<f64, ForecastError> {
+        if !t.is_finite() {
+            return Err(ForecastError::InvalidQuery {
+                reason: "time is not finite",
+            });
+        }
+        let value = self.curve.value(t);
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(ForecastError::InvalidQuery {
+                reason: "forecast overflows at this time",
+            })
+        }
+    }
+
+    /// The highest forecast at `from, from + step, …` and at `to` itself: what to provision for over a look-ahead
+    /// window. Errors on a reversed or non-finite range, a non-positive step, or more than a million steps.
+    pub fn peak(&self, from: f64, to: f64, step: f64) -> Result<f64, ForecastError> {
+        if !(from.is_finite() && to.is_finite() && from <= to) {
+            return Err(ForecastError::InvalidQuery {
+                reason: "range must be finite with from <= to",
+            });
+        }
+        if !(step > 0.0 && step.is_finite()) {
+            return Err(ForecastError::InvalidQuery {
+                reason: "step must be positive and finite",
+            });
+        }
+        let steps = ((to - from) / step).floor();
+        if steps > MAX_PEAK_STEPS {
+            return Err(ForecastError::InvalidQuery {
+                reason: "more than a million steps",
+            });
+        }
+        let mut peak = self.predict(to)?;
+        for i in 0..=(steps as u64) {
+            peak = peak.max(self.predict(from + i as f64 * step)?);
+        }
+        Ok(peak)
+    }
+
+    /// Forecast error on the held-out recent slice, as a WAPE: Σ|actual − forecast| / Σ|actual| (the mean
+    /// absolute error divided by the mean load). Unlike a per-point MAPE it does not explode when some loads are
+    /// near zero; 0.1 reads as "off by 10% of the typical load". If the holdout's loads are all zero, the
+    /// whole history's mean |load| normalises instead. 0 for a constant series.
+    pub fn holdout_error(&self) -> f64 {
+        self.holdout_error
+    }
+
+    /// Robust standard deviation of the full fit's residuals (1.4826 × median absolute deviation), in load units.
+    /// Spikes do not inflate it; provision `forecast + z × spread` for roughly the normal-quantile coverage of z
+    /// (real residuals have heavier tails, so check z in the backtest).
+    pub fn residual_spread(&self) -> f64 {
+        self.spread
+    }
+
+    /// Number of usable (finite) samples the model was fitted on.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Time of the last usable sample (unix seconds): "now" as far as the model knows.
+    pub fn fitted_at(&self) -> f64 {
+        self.curve.t_ref
+    }
+
+    /// The cycles actually fitted, after dropping those the history could not identify.
+    pub fn seasonality(&self) -> Seasonality {
+        let terms = self.curve.terms;
+        match (terms.daily > 0, terms.weekly > 0 || terms.interact > 0) {
+            (false, false) => Seasonality::None,
+            (true, false) => Seasonality::Daily,
+            (false, true) => Seasonality::Weekly,
+            (true, true) => Seasonality::DailyWeekly,
+        }
+    }
+}
+
+/// The fitted function of time.
+#[derive(Debug, Clone, PartialEq)]
+struct Curve {
+    terms: Terms,
+    coef: Vec<f64>,
+    /// The last training sample's time; the trend's origin and the level correction's start.
+    t_ref: f64,
+    /// Recent level offset and its decay time constant.
+    level: Option<(f64, f64)>,
+    /// Lowest value a forecast may take (0 for non-negative histories).
+    floor: f64,
+}
+
+impl Curve {
+    fn value(&self, t: f64) -> f64 {
+        let mut row =
+            [0.0; 2 + 2 * (MAX_DAILY_HARMONICS + MAX_WEEKLY_HARMONICS) + 4 * MAX_DAILY_HARMONICS];
+        let row = &mut row[..self.terms.len()];
+        self.terms.write_row(t, self.t_ref, row);
+        let mut value: f64 = row.iter().zip(&self.coef).map(|(x, c)| x * c).sum();
+        if let Some((offset, tau)) = self.level {
+            value += offset * (-(t - self.t_ref).max(0.0) / tau).exp();
+        }
+        value.max(self.floor)
+    }
+}
+
+/// Fits a forecast model to `samples` of `(unix seconds, value)`.
+///
+/// Samples with a non-finite time or value are dropped. Samples need not be sorted (they are sorted by time
+/// here, stably, so duplicates keep their order); duplicate times are kept, each as an observation. Returns
+/// `Abstain` with fewer than `cfg.min_samples` usable samples or a holdout error above `cfg.max_holdout_error`,
+/// `InvalidConfig` for an out-of-range configuration. A constant series yields exactly that constant.
+pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, ForecastError> {
+    cfg.validate()?;
+    let mut clean: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, v)| t.is_finite() && v.is_finite())
+        .collect();
+    if clean.len() < cfg.min_samples {
+        return Err(ForecastError::Abstain {
+            reason: AbstainReason::TooFewSamples {
+                usable: clean.len(),
+                required: cfg.min_samples,
+            },
+        });
+    }
+    if !clean.is_sorted_by(|a, b| a.0 <= b.0) {
+        clean.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let (times, values): (Vec<f64>, Vec<f64>) = clean.into_iter().unzip();
+    let n = times.len();
+    let floor = if values.iter().all(|&v| v >= 0.0) {
+        0.0
+    } else {
+        f64::NEG_INFINITY
+    };
+    let mean_abs = values.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
+
+    let train = n - holdout_len(&times, &cfg.holdout);
+    let (probe, _) = fit_curve(&times[..train], &values[..train], cfg, floor)?;
+    let holdout_error = wape(&probe, &times[train..], &values[train..], mean_abs);
+
+    if let Some(bound) = cfg.max_holdout_error
+        && holdout_error > bound
+    {
+        return Err(ForecastError::Abstain {
+            reason: AbstainReason::PoorFit {
+                holdout_error,
+                bound,
+            },
+        });
+    }
+    let (curve, spread) = fit_curve(&times, &values, cfg, floor)?;
+    Ok(Model {
+        curve,
+        holdout_error,
+        spread,
+        samples: n,
+    })
+}
+
+/// Number of most recent samples to hold out; leaves at least `MIN_TRAINING` (guaranteed by `validate`).
+fn holdout_len(times: &[f64], holdout: &Holdout) -> usize {
+    let n = times.len();
+    let Some(&last) = times.last() else { return 0 };
+    let by_fraction = (holdout.fraction * n as f64).ceil() as usize;
+    let by_span = times
+        .iter()
+        .rev()
+        .take_while(|&&t| t > last - holdout.max_span_secs)
+        .count();
+    by_fraction
+        .min(by_span)
+        .max(holdout.min_points)
+        .min(n.saturating_sub(MIN_TRAINING))
+}
+
+/// Fits the curve to sorted, finite, non-empty samples; returns it with the residual spread. Drops terms until
+/// the solve succeeds (a rank-deficient design that slipped past `identifiable`).
+fn fit_curve(
+    times: &[f64],
+    values: &[f64],
+    cfg: &ForecastConfig,
+    floor: f64,
+) -> Result<(Curve, f64), ForecastError> {
+    let t_ref = times.last().copied().unwrap_or(0.0);
+    let first = values.first().copied().unwrap_or(0.0);
+    if values.iter().all(|&v| v == first) {
+        let curve = Curve {
+            terms: Terms::LEVEL,
+            coef: vec![first],
+            t_ref,
+            level: None,
+            floor,
+        };
+        return Ok((curve, 0.0));
+    }
+    let mut terms = features::identifiable(times, cfg.wanted_terms());
+    let fit = loop {
+        let x = terms.design_matrix(times, t_ref);
+        match regression::robust_fit(&x, values, cfg.outlier_k) {
+            Ok(fit) => break fit,
+            Err(source) => match terms.shrink() {
+                Some(smaller) => terms = smaller,
+                None => return Err(ForecastError::Solve { source }),
+            },
+        }
+    };
+    let level = cfg.level_correction.map(|tau| {
+        (
+            level::offset(times, &fit.residuals, tau, cfg.outlier_k),
+            tau,
+        )
+    });
+    let curve = Curve {
+        terms,
+        coef: fit.coef,
+        t_ref,
+        level,
+        floor,
+    };
+    Ok((curve, fit.sigma))
+}
+
+/// Σ|actual − forecast| / Σ|actual|, falling back to `fallback_level` per point when the actuals are all zero.
+fn wape(curve: &Curve, times: &[f64], values: &[f64], fallback_level: f64) -> f64 {
+    let abs_error: f64 = times
+        .iter()
+        .zip(values)
+        .map(|(&t, &v)| (v - curve.value(t)).abs())
+        .sum();
+    let mut scale: f64 = values.iter().map(|v| v.abs()).sum();
+    if scale == 0.0 {
+        scale = fallback_level * values.len() as f64;
+    }
+    if abs_error == 0.0 {
+        0.0
+    } else if scale > 0.0 && (abs_error / scale).is_finite() {
+        abs_error / scale
+    } else {
+        f64::INFINITY
+    }
+}
