@@ -257,3 +257,39 @@ fn timeline_has_a_row_per_change_and_trace_point() {
     assert_eq!(lines[1], "1970-01-01T00:00:00Z,100,1,1,1.0000,1,1,1.0000");
     assert!(lines.contains(&"1970-01-01T00:11:00Z,1000,10,5,2.0000,10,10,1.0000"), "{text}");
 }
+
+#[test]
+fn a_forecast_scales_ahead_of_a_daily_rise_that_a_reactive_policy_trails() {
+    // Four days of a daily cycle between 1 and 19 replicas' worth, a 5-minute start-up, 60 s evaluations.
+    let day = 86_400.0;
+    let loads: Vec<f64> = (0..4 * 1440)
+        .map(|k| {
+            let t = k as f64 * 60.0;
+            1000.0 - 900.0 * (std::f64::consts::TAU * t / day).cos()
+        })
+        .collect();
+    let s = Setup { tick_secs: 60, delay_secs: 300, record: false, ..setup(loads) };
+    let reactive = {
+        let mut p = rps_target();
+        p.interval = Duration::from_secs(60);
+        p
+    };
+    let predictive = {
+        let mut p = PolicyBuilder::new(1, 20)
+            .predictive("rps", 100.0 / 60.0, engine::policy::PredictiveMode::Scale)
+            .no_cooldowns()
+            .build();
+        p.interval = Duration::from_secs(60);
+        p.targets = reactive.targets.clone();
+        p
+    };
+    let r = run(&s, &policy(reactive));
+    let p = run(&s, &policy(predictive));
+    assert!(r.scores.violation_minutes > 0.0, "the reactive policy trails a rising load by its start-up");
+    assert!(
+        p.scores.violation_minutes < r.scores.violation_minutes / 2.0,
+        "predictive {} vs reactive {} violation minutes",
+        p.scores.violation_minutes,
+        r.scores.violation_minutes
+    );
+}
