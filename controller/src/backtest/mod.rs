@@ -27,7 +27,7 @@ use std::{path::Path, time::Duration};
 pub use matrix::matrix;
 pub use output::Report;
 pub use score::Scores;
-pub use strategy::{Outcome, Setup, Strategy, simulate};
+pub use strategy::{HPA_SYNC, Outcome, Setup, Strategy, simulate};
 pub use trace::{Trace, TraceError};
 
 use crate::{
@@ -200,8 +200,9 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
             strategies.push(s);
         }
     }
-    // One tick divides every strategy's interval, the start-up delay and the forecast step.
-    let mut tick = 0u64;
+    // One tick divides every strategy's interval, the start-up delay and the forecast step. It always divides
+    // the HPA's 15 s sync, so a policy's scores do not depend on which baselines run next to it.
+    let mut tick = HPA_SYNC.as_secs();
     for s in &strategies {
         if let Some(i) = s.interval() {
             tick = gcd(tick, i.as_secs().max(1));
@@ -211,9 +212,6 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
         {
             tick = gcd(tick, rule.step.as_secs().max(1));
         }
-    }
-    if tick == 0 {
-        tick = 15;
     }
     let delay = opts.startup_delay.as_secs();
     if delay > 0 {
