@@ -158,7 +158,8 @@ pub fn simulate(setup: &Setup, strategy: &Strategy, progress: &mut dyn FnMut(u64
         Strategy::Hpa { target } => {
             let policy = hpa_policy(*target);
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
-            run_engine(setup, &policy, true, initial, &mut run, progress);
+            // metrics-server's view (ready pods) plus the engine's HPA handling of starting pods.
+            run_engine(setup, &policy, false, initial, &mut run, progress);
         }
         Strategy::Static => {
             let replicas = setup.loads.iter().map(|&l| setup.needed(l)).max().unwrap_or(0);
@@ -301,6 +302,9 @@ fn run_engine(
             let snap = Snapshot {
                 now: stamp,
                 current_replicas: current,
+                // Per-pod averages here come from ready pods only (metrics-server's view), so the engine
+                // needs the ready count to treat starting pods as the HPA does.
+                ready_replicas: if starting_pods_at_zero { None } else { Some(run.cluster.ready(now)) },
                 metrics: signals.metrics(),
                 history: &history,
                 recommendations: &records,

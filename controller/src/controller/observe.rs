@@ -47,6 +47,7 @@ impl Observation {
         Snapshot {
             now: self.now,
             current_replicas: self.scale.replicas,
+            ready_replicas: None,
             metrics: &self.metrics,
             history: &self.history,
             recommendations: &self.recommendations,
