@@ -58,14 +58,24 @@ impl Predictor {
         }
     }
 
+    /// The rule this predictor forecasts for.
+    pub fn rule(&self) -> &PredictiveRule {
+        &self.rule
+    }
+
+    /// Whether the next `forecast` at `now` refits, i.e. needs the history. Between refits the cached model
+    /// answers and the caller can skip reading history (a week of samples) altogether.
+    pub fn due(&self, now: Timestamp) -> bool {
+        match &self.fitted {
+            None => true,
+            Some((at, _)) => now < *at || duration(*at, now) >= self.rule.step,
+        }
+    }
+
     /// The forecast at `now` from `history` (the forecast metric at the rule's step, oldest first). Samples
     /// after `now` or older than the rule's history are ignored.
     pub fn forecast(&mut self, history: &[Sample], now: Timestamp) -> Forecast {
-        let due = match &self.fitted {
-            None => true,
-            Some((at, _)) => now < *at || duration(*at, now) >= self.rule.step,
-        };
-        if due {
+        if self.due(now) {
             let fit = self.fit(history, now);
             self.fitted = Some((now, fit));
         }
