@@ -45,8 +45,23 @@ pub struct BacktestArgs {
     #[arg(long, required_unless_present = "trace_dir")]
     pub policy: Option<PathBuf>,
     /// The load trace: CSV with the header `timestamp,value`.
-    #[arg(long, required_unless_present = "trace_dir")]
+    #[arg(long, required_unless_present_any = ["trace_dir", "prometheus"], conflicts_with = "prometheus")]
     pub trace: Option<PathBuf>,
+    /// Read the trace from this Prometheus instead (with --query, --start, --end and --step).
+    #[arg(long, requires_all = ["query", "start", "end"])]
+    pub prometheus: Option<String>,
+    /// The PromQL whose values are the offered load per --step (e.g. sum(increase(http_requests_total[5m]))).
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Start of the range: RFC 3339 (2026-11-01T00:00:00Z).
+    #[arg(long)]
+    pub start: Option<jiff::Timestamp>,
+    /// End of the range: RFC 3339.
+    #[arg(long)]
+    pub end: Option<jiff::Timestamp>,
+    /// Resolution of the range query.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub step: Duration,
     /// Run every *.csv trace in this directory with every policy in --policy-dir and print one table.
     #[arg(long, conflicts_with_all = ["trace", "policy", "out"])]
     pub trace_dir: Option<PathBuf>,
@@ -118,11 +133,18 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.trace_dir {
         return backtest_matrix(args, dir, &args.policy_dir);
     }
-    let (Some(policy_path), Some(trace_path)) = (&args.policy, &args.trace) else {
-        anyhow::bail!("--policy and --trace are required (or --trace-dir)");
+    let Some(policy_path) = &args.policy else {
+        anyhow::bail!("--policy is required (or --trace-dir)");
     };
     let named = backtest::read_policy(policy_path)?;
-    let trace = backtest::Trace::read(trace_path).with_context(|| format!("trace {}", trace_path.display()))?;
+    let (trace, trace_path) = match (&args.trace, &args.prometheus) {
+        (Some(path), _) => {
+            (backtest::Trace::read(path).with_context(|| format!("trace {}", path.display()))?, path.clone())
+        }
+        (None, Some(url)) => (prometheus_trace(args, url)?, PathBuf::from(url)),
+        (None, None) => anyhow::bail!("--trace or --prometheus is required (or --trace-dir)"),
+    };
+    let trace_path = &trace_path;
     let plan = backtest::plan(&trace, &named, &args.options(args.out.is_some())?)?;
     for note in &plan.notes {
         eprintln!("note: {note}");
@@ -144,6 +166,31 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}/timeline.csv, plot.svg and plot.png", dir.display());
     }
     Ok(())
+}
+
+/// The trace from a range query against the user's Prometheus.
+fn prometheus_trace(args: &BacktestArgs, url: &str) -> anyhow::Result<backtest::Trace> {
+    let (Some(query), Some(start), Some(end)) = (&args.query, args.start, args.end) else {
+        anyhow::bail!("--prometheus needs --query, --start and --end");
+    };
+    if end <= start {
+        anyhow::bail!("--end ({end}) must be after --start ({start})");
+    }
+    let source = crate::source::PrometheusSource::new(&crate::source::PrometheusConfig::new(url))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Prometheus answers at most 11,000 points per query: read the range in chunks.
+    let chunk = args.step * 10_000;
+    let mut samples = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = crate::engine::behavior::after(from, chunk).min(end);
+        let part = runtime
+            .block_on(crate::source::MetricsSource::range(&source, query, from, to, args.step))
+            .with_context(|| format!("range query {query:?} from {from} to {to} against {url}"))?;
+        samples.extend(part.into_iter().map(|s| (s.time, s.value)));
+        from = to;
+    }
+    Ok(backtest::Trace::from_samples(&samples)?)
 }
 
 fn file_name(p: &Path) -> String {

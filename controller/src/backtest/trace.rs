@@ -29,6 +29,8 @@ pub enum TraceError {
     Duplicate { line: usize, time: Timestamp },
     #[error("trace has only {rows} row(s); a backtest needs at least two")]
     TooShort { rows: usize },
+    #[error("Prometheus query returned a sample at {time} with value {value}, not a finite number >= 0")]
+    SampleValue { time: Timestamp, value: f64 },
 }
 
 /// A parsed trace: points in time order, at least two of them.
@@ -83,6 +85,36 @@ impl Trace {
                 }
             }
             times.push(time);
+            values.push(value);
+        }
+        if times.is_empty() {
+            return Err(TraceError::Empty);
+        }
+        if times.len() < 2 {
+            return Err(TraceError::TooShort { rows: times.len() });
+        }
+        let step = most_common_spacing(&times);
+        let gaps = times.windows(2).filter(|w| (w[1] - w[0]) * 2 > step * 3).count();
+        Ok(Trace { times, values, step, gaps })
+    }
+
+    /// A trace from samples of a Prometheus range query (whose values are already load per `step`). NaN and
+    /// missing points are gaps; negative or infinite values are errors.
+    pub fn from_samples(samples: &[(Timestamp, f64)]) -> Result<Trace, TraceError> {
+        let mut times: Vec<i64> = Vec::with_capacity(samples.len());
+        let mut values: Vec<f64> = Vec::with_capacity(samples.len());
+        for &(time, value) in samples {
+            if value.is_nan() {
+                continue;
+            }
+            if !value.is_finite() || value < 0.0 {
+                return Err(TraceError::SampleValue { time, value });
+            }
+            let t = time.as_second();
+            if times.last().is_some_and(|&last| t <= last) {
+                continue;
+            }
+            times.push(t);
             values.push(value);
         }
         if times.is_empty() {
