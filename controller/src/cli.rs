@@ -1,6 +1,15 @@
 //! The `foresight` command line: `run` (the controller), `crdgen` (print the CRD) and `backtest`.
 
-use clap::{Parser, Subcommand};
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backtest::{self, Baseline, Capacity, Options};
 
 /// Foresight: a Kubernetes autoscaler that scales on the signals that matter, sees load coming, and explains
 /// every decision it makes.
@@ -17,9 +26,75 @@ pub enum Command {
     Crdgen,
     /// Run the controller: watch ScalingPolicy objects, query Prometheus, scale their targets.
     Run(crate::run::RunArgs),
+    /// Replay a policy against a recorded load trace and compare it with the HPA, a static count and a
+    /// perfect-foresight oracle.
+    Backtest(BacktestArgs),
 }
 
-/// Runs the parsed command; returns the process exit code.
+/// Output format of `backtest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Arguments of `foresight backtest`.
+#[derive(Args, Debug, Clone)]
+pub struct BacktestArgs {
+    /// The ScalingPolicy YAML to replay.
+    #[arg(long, required_unless_present = "trace_dir")]
+    pub policy: Option<PathBuf>,
+    /// The load trace: CSV with the header `timestamp,value`.
+    #[arg(long, required_unless_present_any = ["trace_dir", "prometheus"], conflicts_with = "prometheus")]
+    pub trace: Option<PathBuf>,
+    /// Read the trace from this Prometheus instead (with --query, --start, --end and --step).
+    #[arg(long, requires_all = ["query", "start", "end"])]
+    pub prometheus: Option<String>,
+    /// The PromQL whose values are the offered load per --step (e.g. sum(increase(http_requests_total[5m]))).
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Start of the range: RFC 3339 (2026-11-01T00:00:00Z).
+    #[arg(long)]
+    pub start: Option<jiff::Timestamp>,
+    /// End of the range: RFC 3339.
+    #[arg(long)]
+    pub end: Option<jiff::Timestamp>,
+    /// Resolution of the range query.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// Run every *.csv trace in this directory with every policy in --policy-dir and print one table.
+    #[arg(long, conflicts_with_all = ["trace", "policy", "out"])]
+    pub trace_dir: Option<PathBuf>,
+    /// The policies for --trace-dir.
+    #[arg(long, default_value = "examples/policies")]
+    pub policy_dir: PathBuf,
+    /// Load one replica serves at 100 % utilization, in the trace's units per trace step.
+    #[arg(long, conflicts_with = "peak_replicas")]
+    pub capacity_per_replica: Option<f64>,
+    /// Size replicas so that the trace's 99th-percentile load needs this many at 100 % (default 20).
+    #[arg(long)]
+    pub peak_replicas: Option<u32>,
+    /// Time a new replica takes to become ready.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub startup_delay: Duration,
+    /// Baselines to compare with: any of hpa, oracle, static (comma-separated).
+    #[arg(long, default_value = "hpa,oracle,static", value_delimiter = ',')]
+    pub compare: Vec<String>,
+    /// The HPA baseline's CPU target, percent.
+    #[arg(long, default_value_t = 70.0)]
+    pub hpa_target: f64,
+    /// Write timeline.csv, plot.svg and plot.png here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Let the policy see CPU and memory averaged over all requested pods with starting pods at 0 % (like a
+    /// Prometheus average over the target's pods), instead of over ready pods only (like metrics-server).
+    #[arg(long)]
+    pub count_starting_pods: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Runs the parsed command.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen => {
@@ -27,5 +102,132 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => crate::run::main(args),
+        Command::Backtest(args) => backtest_command(&args),
     }
+}
+
+impl BacktestArgs {
+    fn options(&self, record: bool) -> anyhow::Result<Options> {
+        let capacity = match (self.capacity_per_replica, self.peak_replicas) {
+            (Some(c), _) => Capacity::PerReplica(c),
+            (None, n) => Capacity::PeakReplicas(n.unwrap_or(20)),
+        };
+        let compare = self
+            .compare
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<Baseline>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Options {
+            capacity,
+            startup_delay: self.startup_delay,
+            compare,
+            hpa_target: self.hpa_target,
+            record,
+            starting_pods_at_zero: self.count_starting_pods,
+        })
+    }
+}
+
+fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.trace_dir {
+        return backtest_matrix(args, dir, &args.policy_dir);
+    }
+    let Some(policy_path) = &args.policy else {
+        anyhow::bail!("--policy is required (or --trace-dir)");
+    };
+    let named = backtest::read_policy(policy_path)?;
+    let (trace, trace_path) = match (&args.trace, &args.prometheus) {
+        (Some(path), _) => {
+            (backtest::Trace::read(path).with_context(|| format!("trace {}", path.display()))?, path.clone())
+        }
+        (None, Some(url)) => (prometheus_trace(args, url)?, PathBuf::from(url)),
+        (None, None) => anyhow::bail!("--trace or --prometheus is required (or --trace-dir)"),
+    };
+    let trace_path = &trace_path;
+    let plan = backtest::plan(&trace, &named, &args.options(args.out.is_some())?)?;
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    let trace_name = trace_path.display().to_string();
+    let (report, outcomes) = with_progress(plan.setup.loads.len() as u64 * plan.strategies.len() as u64, |p| {
+        backtest::run(&plan, &trace_name, &named.name, p)
+    })?;
+    match args.format {
+        Format::Table => print!("{}", report.table()),
+        Format::Json => println!("{}", report.to_json()),
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
+        backtest::output::write_timeline(&dir.join("timeline.csv"), &plan.setup, &trace.times, &outcomes)?;
+        let title = format!("{} on {}", named.name, file_name(trace_path));
+        backtest::plot::write(dir, &title, &plan.setup, &outcomes)?;
+        eprintln!("wrote {}/timeline.csv, plot.svg and plot.png", dir.display());
+    }
+    Ok(())
+}
+
+/// The trace from a range query against the user's Prometheus.
+fn prometheus_trace(args: &BacktestArgs, url: &str) -> anyhow::Result<backtest::Trace> {
+    let (Some(query), Some(start), Some(end)) = (&args.query, args.start, args.end) else {
+        anyhow::bail!("--prometheus needs --query, --start and --end");
+    };
+    if end <= start {
+        anyhow::bail!("--end ({end}) must be after --start ({start})");
+    }
+    let source = crate::source::PrometheusSource::new(&crate::source::PrometheusConfig::new(url))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Prometheus answers at most 11,000 points per query: read the range in chunks.
+    let chunk = args.step * 10_000;
+    let mut samples = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = crate::engine::behavior::after(from, chunk).min(end);
+        let part = runtime
+            .block_on(crate::source::MetricsSource::range(&source, query, from, to, args.step))
+            .with_context(|| format!("range query {query:?} from {from} to {to} against {url}"))?;
+        samples.extend(part.into_iter().map(|s| (s.time, s.value)));
+        from = to;
+    }
+    Ok(backtest::Trace::from_samples(&samples)?)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+/// Every trace in `trace_dir` × every policy in `policy_dir`, as one table (also what the bench prints).
+fn backtest_matrix(args: &BacktestArgs, trace_dir: &Path, policy_dir: &Path) -> anyhow::Result<()> {
+    let table = backtest::matrix(trace_dir, policy_dir, &args.options(false)?, args.format == Format::Json)?;
+    print!("{table}");
+    Ok(())
+}
+
+/// Runs `f` with a progress callback; the bar shows only on a terminal and only once the run passes 1 s.
+fn with_progress<T>(total: u64, f: impl FnOnce(&mut dyn FnMut(u64)) -> T) -> T {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let out = f(&mut |done: u64| {
+        if !terminal {
+            return;
+        }
+        if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% eta {eta}")
+            {
+                b.set_style(style);
+            }
+            bar = Some(b);
+        }
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
 }

@@ -2,11 +2,16 @@
 //! and explains every decision it makes.
 //!
 //! - [`engine`]: the pure decision core (no kube, no tokio, no network).
-//! - [`forecast`]: the pure regression forecaster behind the predictive policy.
+//! - [`forecast`]: the pure regression forecaster behind the predictive policy; [`predict`] caches its fits.
+//! - [`backtest`]: replays a policy against a recorded trace, next to the HPA, a static count and an oracle.
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
 //! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
+//! - [`promql`]: the built-in PromQL templates.
+//! - [`controller`]: the reconcile loop (observe, decide, act) and what it writes to status and events.
+//! - [`run`], [`leader`], [`server`], [`metrics`], [`telemetry`]: `foresight run`'s wiring.
 
 pub mod api;
+pub mod backtest;
 pub mod cli;
 pub mod controller;
 pub mod crdgen;
@@ -14,6 +19,7 @@ pub mod engine;
 pub mod forecast;
 pub mod leader;
 pub mod metrics;
+pub mod predict;
 pub mod promql;
 pub mod run;
 pub mod server;

@@ -163,7 +163,7 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     assert_eq!(later.history.len(), 1, "{:?}", later.history);
     assert_eq!(deployments.get("web").await.expect("deployment").spec.and_then(|s| s.replicas), Some(3));
     let limited = later.conditions.iter().find(|c| c.type_ == "ScalingLimited").expect("ScalingLimited");
-    assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "MaxReplicas"));
+    assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "TooManyReplicas"));
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");

@@ -459,3 +459,91 @@ async fn a_standby_replica_sends_nothing() {
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
     tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("no request");
 }
+
+#[tokio::test]
+async fn a_restarted_controller_honours_the_cooldown_recorded_in_status() {
+    // A fresh context (a controller that just started: no memory of its own) and a policy whose status says it
+    // scaled 4 -> 5 two minutes ago. CPU is far below target, but the default 5-minute scale-down cooldown, read
+    // from status.history, still holds.
+    let sp = policy().with_status(json!({
+        "currentReplicas": 5,
+        "desiredReplicas": 5,
+        "history": [ {
+            "time": "2023-12-31T23:58:00Z", "from": 4, "to": 5, "reason": "cpu 90% vs target 60%: 4 -> 5",
+            "policy": "target/cpu"
+        } ]
+    }));
+    let source = cpu_at(&sp, 10.0);
+    let answer = sp.clone();
+    run(sp, source, move |mut api| async move {
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(5, "7")).await;
+        // No scale patch: straight to status.
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        assert_eq!(status["desiredReplicas"], json!(5));
+        assert_eq!(status["history"].as_array().map(Vec::len), Some(1), "{status}");
+        let limited = condition(&status, "ScalingLimited");
+        assert_eq!((limited["status"].as_str(), limited["reason"].as_str()), (Some("True"), Some("CooldownActive")));
+        assert!(limited["message"].as_str().is_some_and(|m| m.contains("2024-01-01T00:03:00Z")), "{limited}");
+        let event = api.expect_event().await.body;
+        assert_eq!(event["reason"], json!("ScaleLimited"));
+        api.expect_nothing_more().await;
+    })
+    .await
+    .expect("reconciled");
+}
+
+#[tokio::test]
+async fn nan_from_prometheus_holds_replicas_and_says_why() {
+    let sp = policy();
+    let source = cpu_at(&sp, f64::NAN);
+    let answer = sp.clone();
+    run(sp, source, move |mut api| async move {
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(6, "7")).await;
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        assert_eq!((status["currentReplicas"].clone(), status["desiredReplicas"].clone()), (json!(6), json!(6)));
+        let metrics = condition(&status, "MetricsAvailable");
+        assert_eq!((metrics["status"].as_str(), metrics["reason"].as_str()), (Some("False"), Some("FailedGetMetric")));
+        assert_eq!(status["lastEvaluation"]["metrics"][0]["state"], json!("NotANumber"));
+        assert!(status["lastEvaluation"]["metrics"][0].get("value").is_none(), "a NaN is never a number: {status}");
+        let event = api.expect_event().await.body;
+        assert_eq!(event["reason"], json!("MetricsUnavailable"));
+        assert_eq!(event["type"], json!("Warning"));
+        // ScalingLimited turned True (FailedGetMetric) as well.
+        let event = api.expect_event().await.body;
+        assert_eq!(event["reason"], json!("ScaleLimited"));
+        api.expect_nothing_more().await;
+    })
+    .await
+    .expect("reconciled");
+}
+
+#[tokio::test]
+async fn a_slow_prometheus_times_out_instead_of_hanging_the_reconcile() {
+    // The source answers after 30 s; the query timeout is 1 s. The reconcile finishes, holds replicas and
+    // reports the timeout (the script's own 5-second waits fail the test if it hangs).
+    let sp = policy();
+    let source = cpu_at(&sp, 90.0);
+    source.set_delay(Duration::from_secs(30));
+    let answer = sp.clone();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let verifier = tokio::spawn(async move {
+        let mut api = ApiServerVerifier(handle);
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(4, "7")).await;
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        assert_eq!(status["desiredReplicas"], json!(4));
+        assert_eq!(status["lastEvaluation"]["metrics"][0]["state"], json!("QueryFailed"));
+        let metrics = condition(&status, "MetricsAvailable");
+        assert!(metrics["message"].as_str().is_some_and(|m| m.contains("no answer within")), "{metrics}");
+        while let Ok(Some((_, send))) = tokio::time::timeout(Duration::from_secs(1), api.0.next_request()).await {
+            send.send_response(Response::builder().status(201).body(Body::from(b"{}".to_vec())).expect("response"));
+        }
+    });
+    let ctx = Context::new(client, Sources::Fixed(source), Some("http://prometheus.test:9090".into()), "test-pod")
+        .with_clock(Arc::new(now))
+        .with_query_timeout(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    reconcile(Arc::new(sp), Arc::new(ctx)).await.expect("reconciled");
+    assert!(started.elapsed() < Duration::from_secs(10), "reconcile took {:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(10), verifier).await.expect("script finished").expect("script passed");
+}

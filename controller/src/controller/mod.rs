@@ -48,7 +48,8 @@ pub use error::Error;
 
 use crate::{
     api::{HistoryEntry, PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
-    engine::{self, Forecast, Policy, Recommendation},
+    engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
+    predict::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
 };
 
@@ -125,6 +126,8 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     pending: Mutex<HashMap<(String, String), HistoryEntry>>,
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
+    /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
+    predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
 }
 
 impl Context {
@@ -144,6 +147,7 @@ impl Context {
             failures: Mutex::default(),
             pending: Mutex::default(),
             stores: Mutex::default(),
+            predictors: Mutex::default(),
         }
     }
 
@@ -199,6 +203,30 @@ impl Context {
 
     fn pending(&self, sp: &ScalingPolicy) -> Option<HistoryEntry> {
         lock(&self.pending).get(&observe::object_key(sp)).cloned()
+    }
+
+    /// Whether this policy's forecaster must refit at `now` (and so needs history). A changed rule gets a
+    /// new forecaster.
+    fn forecast_due(&self, key: &(String, String), rule: &PredictiveRule, now: Timestamp) -> bool {
+        let mut predictors = lock(&self.predictors);
+        let predictor = predictors.entry(key.clone()).or_insert_with(|| Predictor::new(rule));
+        if predictor.rule() != rule {
+            *predictor = Predictor::new(rule);
+        }
+        predictor.due(now)
+    }
+
+    /// The forecast at `now`, refitting on `history` when due.
+    fn forecast(&self, key: &(String, String), rule: &PredictiveRule, history: &[Sample], now: Timestamp) -> Forecast {
+        let mut predictors = lock(&self.predictors);
+        predictors.entry(key.clone()).or_insert_with(|| Predictor::new(rule)).forecast(history, now)
+    }
+
+    /// Forgets per-object state of a policy that no longer exists.
+    pub fn forget(&self, key: &(String, String)) {
+        lock(&self.failures).remove(key);
+        lock(&self.pending).remove(key);
+        lock(&self.predictors).remove(key);
     }
 }
 

@@ -20,7 +20,11 @@ use super::{
 };
 use crate::{
     api::{HistoryEntry, PrometheusSpec, ScalingPolicy, ScalingPolicyStatus, SecretKeyRef},
-    engine::{self, Forecast, Policy, RecommendationRecord, ScaleEvent, Series, Snapshot},
+    engine::{
+        self, Forecast, Policy, RecommendationRecord, ScaleEvent, Series, Snapshot,
+        behavior::{after, before},
+        policy::PredictiveRule,
+    },
     promql::{self, Scope},
     source::{Auth, MetricsSource, PrometheusConfig},
 };
@@ -47,6 +51,7 @@ impl Observation {
         Snapshot {
             now: self.now,
             current_replicas: self.scale.replicas,
+            ready_replicas: None,
             metrics: &self.metrics,
             history: &self.history,
             recommendations: &self.recommendations,
@@ -70,18 +75,27 @@ pub async fn observe(
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let scale = target::read_scale(&api, target_ref).await?;
 
-    let metrics = match prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await {
-        Ok(config) => match ctx.sources.get(&config) {
-            Ok(source) => read_metrics(source, sp, policy, namespace, now, config.timeout).await,
-            Err(e) => all_failed(sp, &Error::from(e).to_string()),
-        },
-        Err(e) => all_failed(sp, &e.to_string()),
+    let source = match prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await {
+        Ok(config) => ctx.sources.get(&config).map(|s| (s, config.timeout)).map_err(|e| Error::from(e).to_string()),
+        Err(e) => Err(e.to_string()),
     };
-
-    // TODO(predictive): feed a range query over `rule.history` at `rule.step` to `forecast::Predictor` (one per
-    // policy uid, cached in the context) once that module is on main. Until then the predictive rule abstains
-    // with "no forecast available".
-    let forecast = None;
+    let (metrics, forecast) = match &source {
+        Ok((source, timeout)) => {
+            let metrics = read_metrics(source.clone(), sp, policy, namespace, now, *timeout).await;
+            let forecast = match &policy.predictive {
+                Some(rule) => Some(forecast(ctx, source.clone(), sp, rule, namespace, now).await),
+                None => None,
+            };
+            (metrics, forecast)
+        }
+        Err(why) => {
+            let forecast = policy
+                .predictive
+                .as_ref()
+                .map(|_| Forecast::Abstain { reason: format!("no Prometheus: {why}"), samples: 0 });
+            (all_failed(sp, why), forecast)
+        }
+    };
 
     let external = report::detect_external(&old.history, scale.replicas, now);
     let mut history = Vec::with_capacity(old.history.len() + 1);
@@ -101,6 +115,53 @@ pub async fn observe(
         recommendations: report::recommendation_records(old),
         consecutive_failures: old.consecutive_metric_failures.max(0) as u32,
     })
+}
+
+/// Prometheus answers at most 11,000 points per series and range query; longer histories are read in chunks.
+const MAX_POINTS_PER_QUERY: u64 = 10_000;
+
+/// The predictive rule's forecast at `now`. The week of history behind it is read only when the cached model is
+/// due for a refit (at most once per `rule.step`); a failed read makes the forecast abstain, never fail the
+/// evaluation.
+async fn forecast(
+    ctx: &Context,
+    source: Arc<dyn MetricsSource>,
+    sp: &ScalingPolicy,
+    rule: &PredictiveRule,
+    namespace: &str,
+    now: Timestamp,
+) -> Forecast {
+    let key = object_key(sp);
+    if !ctx.forecast_due(&key, rule, now) {
+        return ctx.forecast(&key, rule, &[], now);
+    }
+    let Some(metric) = sp.spec.metrics.iter().find(|m| m.name == rule.metric) else {
+        return Forecast::Abstain { reason: format!("metric {:?} is not defined", rule.metric), samples: 0 };
+    };
+    let query = match promql::query(metric, Scope::new(namespace, &sp.spec.target_ref)) {
+        Ok(q) => q,
+        Err(e) => return Forecast::Abstain { reason: e.to_string(), samples: 0 },
+    };
+    let step = rule.step.max(Duration::from_secs(1));
+    let chunk = step * MAX_POINTS_PER_QUERY as u32;
+    let mut history = Vec::new();
+    let mut start = before(now, rule.history);
+    while start < now {
+        let end = after(start, chunk).min(now);
+        match source.range(&query, start, end, step).await {
+            Ok(samples) => {
+                // Chunks share their boundary point: keep time strictly increasing.
+                for s in samples {
+                    if history.last().is_none_or(|l: &engine::Sample| s.time > l.time) {
+                        history.push(engine::Sample::new(s.time, s.value));
+                    }
+                }
+            }
+            Err(e) => return Forecast::Abstain { reason: format!("history query failed: {e}"), samples: 0 },
+        }
+        start = end;
+    }
+    ctx.forecast(&key, rule, &history, now)
 }
 
 /// Every metric failed for the same reason (no usable Prometheus config).

@@ -252,7 +252,15 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         format!("evaluated every {}", format::duration(o.policy.interval)),
     )];
 
-    let missing: Vec<String> = rec.missing_metrics().map(|(m, why)| format!("{m}: {}", why.state())).collect();
+    // Why each metric is missing, in words (the age of a stale sample is left out: it changes every evaluation
+    // and would rewrite the condition each time).
+    let missing: Vec<String> = rec
+        .missing_metrics()
+        .map(|(m, why)| match why {
+            engine::Missing::Stale { .. } => format!("{m}: latest sample is stale"),
+            other => format!("{m}: {other}"),
+        })
+        .collect();
     out.push(if missing.is_empty() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
@@ -266,14 +274,14 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             false,
-            "NoMetrics",
+            "FailedGetMetric",
             format!("no metric could be read ({})", missing.join(", ")),
         )
     } else {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             false,
-            "MetricsMissing",
+            "FailedGetMetric",
             format!("missing: {}", missing.join(", ")),
         )
     });
@@ -307,7 +315,7 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         Some(first) => Observed::new(
             conditions::SCALING_LIMITED,
             true,
-            first.kind(),
+            first.condition_reason(),
             rec.limited_by.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
         ),
         None => Observed::new(conditions::SCALING_LIMITED, false, "WithinLimits", "the decision was not limited"),

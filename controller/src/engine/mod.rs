@@ -56,7 +56,7 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
     }
     for rule in &policy.targets {
         let Some(metric) = policy.metric(&rule.metric) else { continue };
-        proposals.push(target::propose(rule, metric, &reading_of(&rule.metric), current));
+        proposals.push(target::propose(rule, metric, &reading_of(&rule.metric), current, snap.ready_replicas));
     }
     if let Some(rule) = &policy.predictive
         && let Some(metric) = policy.metric(&rule.metric)

@@ -164,6 +164,25 @@ impl LimitedBy {
     }
 }
 
+impl LimitedBy {
+    /// The reason of the `ScalingLimited` condition, in the HPA's vocabulary where it has one.
+    pub fn condition_reason(&self) -> &'static str {
+        match self {
+            LimitedBy::MaxReplicas => "TooManyReplicas",
+            LimitedBy::MinReplicas => "TooFewReplicas",
+            LimitedBy::RateLimit { direction: Direction::Up, .. } => "ScaleUpLimit",
+            LimitedBy::RateLimit { direction: Direction::Down, .. } => "ScaleDownLimit",
+            LimitedBy::Cooldown { .. } => "CooldownActive",
+            LimitedBy::Stabilized { direction: Direction::Up, .. } => "ScaleUpStabilized",
+            LimitedBy::Stabilized { direction: Direction::Down, .. } => "ScaleDownStabilized",
+            LimitedBy::MissingMetrics { .. } => "FailedGetMetric",
+            LimitedBy::Vetoed { .. } => "ScaleDownVetoed",
+            LimitedBy::Disabled { .. } => "ScalingPolicyDisabled",
+            LimitedBy::ScalingDisabled => "ScalingDisabled",
+        }
+    }
+}
+
 impl fmt::Display for LimitedBy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -66,6 +66,10 @@ pub struct Snapshot<'a> {
     pub now: Timestamp,
     /// The target's replicas (its `/scale` spec.replicas).
     pub current_replicas: u32,
+    /// How many of them are ready, when per-pod averages are measured over ready pods only (as metrics-server
+    /// reports them). `None` when the averages already cover every pod (a Prometheus average over the target's
+    /// pods, where a starting pod has requests but no usage yet).
+    pub ready_replicas: Option<u32>,
     /// Samples per metric name. A metric absent from the map counts as missing.
     pub metrics: &'a BTreeMap<String, Series>,
     /// Changes of replicas, newest first.

@@ -7,8 +7,19 @@ use super::{
     recommendation::{Missing, PolicyId, Proposal},
 };
 
-/// What a target rule proposes.
-pub fn propose(rule: &TargetRule, metric: &MetricSpec, reading: &Result<f64, Missing>, current: u32) -> Proposal {
+/// What a target rule proposes. `ready` is how many pods a per-pod average describes (see
+/// `Snapshot::ready_replicas`).
+///
+/// Like the HPA, pods that are not ready yet are counted at 0 % when scaling up (they will take load once
+/// ready) and at the target when scaling down (no evidence they are idle). Without this, an average over the
+/// ready pods stays high while new pods start, and `current x ratio` multiplies again at every evaluation.
+pub fn propose(
+    rule: &TargetRule,
+    metric: &MetricSpec,
+    reading: &Result<f64, Missing>,
+    current: u32,
+    ready: Option<u32>,
+) -> Proposal {
     let policy = PolicyId::Target(rule.metric.clone());
     let name = &rule.metric;
     let value = match reading {
@@ -19,14 +30,29 @@ pub fn propose(rule: &TargetRule, metric: &MetricSpec, reading: &Result<f64, Mis
     let (replicas, reason) = match rule.kind {
         TargetKind::Value => {
             let ratio = value / rule.target;
+            let ready = ready.unwrap_or(current).min(current);
+            let starting = current - ready;
             if within_tolerance(ratio, rule.tolerance) {
                 (
                     current,
                     format!("{name} {} within {}% of target {}", fmt(value), pct(rule.tolerance), fmt(rule.target)),
                 )
             } else {
-                let desired = ceil_replicas(f64::from(current) * ratio);
-                (desired, format!("{name} {} vs target {}: {current} -> {desired}", fmt(value), fmt(rule.target)))
+                // Starting pods at 0 % for a scale-up, at the target for a scale-down.
+                let need =
+                    if ratio > 1.0 { f64::from(ready) * ratio } else { f64::from(ready) * ratio + f64::from(starting) };
+                let desired = ceil_replicas(need);
+                let flipped = (ratio > 1.0 && desired <= current) || (ratio < 1.0 && desired >= current);
+                if flipped {
+                    let reason = format!(
+                        "{name} {} vs target {} on {ready} ready pods; waiting for {starting} starting",
+                        fmt(value),
+                        fmt(rule.target)
+                    );
+                    (current, reason)
+                } else {
+                    (desired, format!("{name} {} vs target {}: {current} -> {desired}", fmt(value), fmt(rule.target)))
+                }
             }
         }
         TargetKind::AverageValue => {
@@ -85,21 +111,21 @@ mod tests {
     fn proportional_like_the_hpa() {
         // HPA docs: current 200m, target 100m -> double the replicas.
         let rule = target_rule("cpu", 50.0);
-        let p = propose(&rule, &cpu(), &Ok(100.0), 3);
+        let p = propose(&rule, &cpu(), &Ok(100.0), 3, None);
         assert_eq!(p.replicas, Some(6));
         assert_eq!(p.reason, "cpu 100% vs target 50%: 3 -> 6");
         // 50 % of target: halve (rounded up).
-        assert_eq!(propose(&rule, &cpu(), &Ok(25.0), 5).replicas, Some(3));
+        assert_eq!(propose(&rule, &cpu(), &Ok(25.0), 5, None).replicas, Some(3));
     }
 
     #[test]
     fn nothing_changes_inside_the_tolerance_band() {
         // HPA docs: with the default 0.1 tolerance a ratio of 1.05 changes nothing, 1.15 does.
         let rule = target_rule("cpu", 100.0);
-        assert_eq!(propose(&rule, &cpu(), &Ok(105.0), 10).replicas, Some(10));
-        assert_eq!(propose(&rule, &cpu(), &Ok(91.0), 10).replicas, Some(10));
-        assert_eq!(propose(&rule, &cpu(), &Ok(115.0), 10).replicas, Some(12));
-        assert_eq!(propose(&rule, &cpu(), &Ok(85.0), 10).replicas, Some(9));
+        assert_eq!(propose(&rule, &cpu(), &Ok(105.0), 10, None).replicas, Some(10));
+        assert_eq!(propose(&rule, &cpu(), &Ok(91.0), 10, None).replicas, Some(10));
+        assert_eq!(propose(&rule, &cpu(), &Ok(115.0), 10, None).replicas, Some(12));
+        assert_eq!(propose(&rule, &cpu(), &Ok(85.0), 10, None).replicas, Some(9));
     }
 
     #[test]
@@ -107,15 +133,37 @@ mod tests {
         let mut rule = target_rule("rps", 100.0);
         rule.kind = TargetKind::AverageValue;
         let rps = MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None };
-        assert_eq!(propose(&rule, &rps, &Ok(1234.0), 4).replicas, Some(13));
-        assert_eq!(propose(&rule, &rps, &Ok(400.0), 4).replicas, Some(4));
+        assert_eq!(propose(&rule, &rps, &Ok(1234.0), 4, None).replicas, Some(13));
+        assert_eq!(propose(&rule, &rps, &Ok(400.0), 4, None).replicas, Some(4));
         // From zero replicas a total still gives an answer (scale from zero with minReplicas 0).
-        assert_eq!(propose(&rule, &rps, &Ok(250.0), 0).replicas, Some(3));
+        assert_eq!(propose(&rule, &rps, &Ok(250.0), 0, None).replicas, Some(3));
+    }
+
+    #[test]
+    fn starting_pods_count_at_zero_on_the_way_up() {
+        // 9 requested, 6 ready at 100 % against a 70 % target: the HPA sees 600 % over 9 pods = 67 %, within
+        // tolerance. Multiplying 9 x 100/70 instead would ask for 13 and run away while pods start.
+        let rule = target_rule("cpu", 70.0);
+        let p = propose(&rule, &cpu(), &Ok(100.0), 9, Some(6));
+        assert_eq!(p.replicas, Some(9));
+        assert!(p.reason.contains("waiting for 3 starting"), "{}", p.reason);
+        // All ready: the usual answer.
+        assert_eq!(propose(&rule, &cpu(), &Ok(100.0), 9, Some(9)).replicas, Some(13));
+        // Far above target even counting starting pods at 0: 6 x 200/70 = 18.
+        assert_eq!(propose(&rule, &cpu(), &Ok(200.0), 9, Some(6)).replicas, Some(18));
+    }
+
+    #[test]
+    fn starting_pods_count_at_target_on_the_way_down() {
+        // 10 requested, 8 ready at 20 % of a 50 % target: 8 x 0.4 + 2 = 5.2 -> 6 (not 4).
+        let rule = target_rule("cpu", 50.0);
+        assert_eq!(propose(&rule, &cpu(), &Ok(20.0), 10, Some(8)).replicas, Some(6));
+        assert_eq!(propose(&rule, &cpu(), &Ok(20.0), 10, None).replicas, Some(4));
     }
 
     #[test]
     fn missing_metric_abstains() {
-        let p = propose(&target_rule("cpu", 60.0), &cpu(), &Err(Missing::NotANumber), 4);
+        let p = propose(&target_rule("cpu", 60.0), &cpu(), &Err(Missing::NotANumber), 4, None);
         assert_eq!(p.replicas, None);
         assert!(p.reason.contains("NaN"), "{}", p.reason);
     }

@@ -26,6 +26,7 @@ fn eval(
     let snap = Snapshot {
         now: at(now),
         current_replicas: current,
+        ready_replicas: None,
         metrics: &metrics,
         history,
         recommendations: &[],
@@ -122,6 +123,7 @@ fn fallback_is_a_floor_after_the_failure_threshold() {
         let snap = Snapshot {
             now: at(0),
             current_replicas: current,
+            ready_replicas: None,
             metrics: &metrics,
             history: &[],
             recommendations: &[],
@@ -198,6 +200,7 @@ fn a_forecast_raises_replicas_but_never_lowers_them_below_reactive() {
         let snap = Snapshot {
             now: at(60),
             current_replicas: 5,
+            ready_replicas: None,
             metrics: &metrics,
             history: &[],
             recommendations: &[],
@@ -236,6 +239,7 @@ fn a_shadow_forecast_is_recorded_but_never_acts() {
     let snap = Snapshot {
         now: at(60),
         current_replicas: 5,
+        ready_replicas: None,
         metrics: &metrics,
         history: &[],
         recommendations: &[],
@@ -267,6 +271,7 @@ fn hpa_scale_down_stabilization_uses_the_highest_recent_recommendation() {
     let snap = Snapshot {
         now: at(200),
         current_replicas: 10,
+        ready_replicas: None,
         metrics: &metrics,
         history: &[],
         recommendations: &records,
@@ -388,6 +393,7 @@ proptest! {
         let snap = Snapshot {
             now: at(1000),
             current_replicas: current,
+            ready_replicas: None,
             metrics: &metrics,
             history: &history,
             recommendations: &[],

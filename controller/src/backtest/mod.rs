@@ -1,0 +1,272 @@
+//! `foresight backtest`: replay a policy against a recorded load trace through the same engine the controller
+//! runs, on a simulated clock and a simple cluster model, next to the Kubernetes HPA, a static count and a
+//! perfect-foresight oracle.
+//!
+//! ```text
+//!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + predict::Predictor) ─┐
+//!                                                   ├─► hpa    (engine::recommend, HPA defaults)         ├─► Cluster ─► Scorer
+//!                                                   ├─► static                                          │
+//!                                                   └─► oracle (most replicas needed over the next delay)┘
+//! ```
+//!
+//! See docs/backtest.md for the cluster model and the scores.
+
+pub mod cluster;
+pub mod matrix;
+pub mod output;
+pub mod plot;
+pub mod score;
+pub mod signals;
+pub mod strategy;
+#[cfg(test)]
+mod tests;
+pub mod trace;
+
+use std::{path::Path, time::Duration};
+
+pub use matrix::matrix;
+pub use output::Report;
+pub use score::Scores;
+pub use strategy::{HPA_SYNC, Outcome, Setup, Strategy, simulate};
+pub use trace::{Trace, TraceError};
+
+use crate::{
+    api::{ScalingPolicy, convert::InvalidPolicy},
+    engine::policy::{MetricKind, Policy},
+};
+
+/// Why a backtest cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("cannot read policy {path}: {reason}")]
+    ReadPolicy { path: String, reason: String },
+    #[error("policy {path} is not a valid ScalingPolicy: {reason}")]
+    ParsePolicy { path: String, reason: String },
+    #[error("policy {path}: {source}")]
+    InvalidPolicy { path: String, source: InvalidPolicy },
+    #[error("capacity per replica must be a finite number greater than 0, got {0}")]
+    Capacity(f64),
+    #[error("--peak-replicas must be at least 1")]
+    PeakReplicas,
+    #[error("the trace's 99th-percentile load is 0: give --capacity-per-replica")]
+    ZeroLoad,
+    #[error("unknown baseline {0:?}: expected hpa, oracle or static")]
+    UnknownBaseline(String),
+    #[error("--hpa-target must be between 1 and 100 percent, got {0}")]
+    HpaTarget(f64),
+    #[error(transparent)]
+    Simulate(#[from] strategy::SimulateError),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// How much load one replica serves at 100 % utilization.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Capacity {
+    /// In load units per trace step.
+    PerReplica(f64),
+    /// So that the trace's 99th-percentile load needs this many replicas.
+    PeakReplicas(u32),
+}
+
+/// A strategy to compare the policy with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    Hpa,
+    Oracle,
+    Static,
+}
+
+impl std::str::FromStr for Baseline {
+    type Err = BacktestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hpa" => Ok(Baseline::Hpa),
+            "oracle" => Ok(Baseline::Oracle),
+            "static" => Ok(Baseline::Static),
+            other => Err(BacktestError::UnknownBaseline(other.to_string())),
+        }
+    }
+}
+
+/// Everything a backtest needs besides the trace and the policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub capacity: Capacity,
+    pub startup_delay: Duration,
+    pub compare: Vec<Baseline>,
+    /// The HPA baseline's CPU target, percent.
+    pub hpa_target: f64,
+    /// Keep the replica timeline (for timeline.csv and the plot).
+    pub record: bool,
+    /// The policy sees CPU and memory averaged over every requested pod, starting ones at 0 %, instead of
+    /// over ready pods only (the HPA baseline always does).
+    pub starting_pods_at_zero: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: Capacity::PeakReplicas(20),
+            startup_delay: Duration::from_secs(60),
+            compare: vec![Baseline::Hpa, Baseline::Oracle, Baseline::Static],
+            hpa_target: 70.0,
+            record: false,
+            starting_pods_at_zero: false,
+        }
+    }
+}
+
+/// A policy read from a ScalingPolicy YAML file, with the name to report it under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedPolicy {
+    pub name: String,
+    pub policy: Policy,
+}
+
+/// Reads a ScalingPolicy YAML file and converts it for the engine.
+pub fn read_policy(path: &Path) -> Result<NamedPolicy, BacktestError> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BacktestError::ReadPolicy { path: display.clone(), reason: e.to_string() })?;
+    let sp: ScalingPolicy = serde_yaml::from_str(&text)
+        .map_err(|e| BacktestError::ParsePolicy { path: display.clone(), reason: e.to_string() })?;
+    let policy = Policy::try_from(&sp.spec).map_err(|source| BacktestError::InvalidPolicy { path: display, source })?;
+    let name = sp
+        .metadata
+        .name
+        .clone()
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "policy".into());
+    Ok(NamedPolicy { name, policy })
+}
+
+/// A backtest ready to run: the replay setup, the strategies in report order, and notes for the user.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub setup: Setup,
+    pub strategies: Vec<Strategy>,
+    /// Adjustments the user should know about (printed to stderr by the CLI).
+    pub notes: Vec<String>,
+}
+
+/// Resamples the trace, sizes replicas and lists the strategies.
+pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan, BacktestError> {
+    let capacity = match opts.capacity {
+        Capacity::PerReplica(c) if c.is_finite() && c > 0.0 => c,
+        Capacity::PerReplica(c) => return Err(BacktestError::Capacity(c)),
+        Capacity::PeakReplicas(0) => return Err(BacktestError::PeakReplicas),
+        Capacity::PeakReplicas(n) => {
+            let p99 = trace.quantile(0.99);
+            if p99 <= 0.0 {
+                return Err(BacktestError::ZeroLoad);
+            }
+            p99 / f64::from(n)
+        }
+    };
+    if !(opts.hpa_target >= 1.0 && opts.hpa_target <= 100.0) {
+        return Err(BacktestError::HpaTarget(opts.hpa_target));
+    }
+    let step_secs = trace.step as f64;
+    let mut notes = Vec::new();
+    let mut policy_copy = policy.policy.clone();
+    // The simulated cluster defines what one replica serves, so the predictive rule provisions for that.
+    if let Some(rule) = policy_copy.predictive.as_mut() {
+        let kind = policy.policy.metric(&rule.metric).map(|m| m.kind);
+        if matches!(kind, Some(MetricKind::RequestRate | MetricKind::Query)) {
+            let per_second = capacity / step_secs;
+            notes.push(format!(
+                "predictive capacityPerReplica {} replaced by the simulated capacity {per_second:.4}/s per replica",
+                rule.capacity_per_replica
+            ));
+            rule.capacity_per_replica = per_second;
+        }
+    }
+    let mut strategies = vec![Strategy::Policy {
+        name: policy.name.clone(),
+        policy: Box::new(policy_copy),
+        starting_pods_at_zero: opts.starting_pods_at_zero,
+    }];
+    for b in &opts.compare {
+        let s = match b {
+            Baseline::Hpa => Strategy::Hpa { target: opts.hpa_target },
+            Baseline::Oracle => Strategy::Oracle,
+            Baseline::Static => Strategy::Static,
+        };
+        if !strategies.iter().any(|x| x.name() == s.name()) {
+            strategies.push(s);
+        }
+    }
+    // One tick divides every strategy's interval, the start-up delay and the forecast step. It always divides
+    // the HPA's 15 s sync, so a policy's scores do not depend on which baselines run next to it.
+    let mut tick = HPA_SYNC.as_secs();
+    for s in &strategies {
+        if let Some(i) = s.interval() {
+            tick = gcd(tick, i.as_secs().max(1));
+        }
+        if let Strategy::Policy { policy, .. } = s
+            && let Some(rule) = &policy.predictive
+        {
+            tick = gcd(tick, rule.step.as_secs().max(1));
+        }
+    }
+    let delay = opts.startup_delay.as_secs();
+    if delay > 0 {
+        tick = gcd(tick, delay);
+    }
+    let tick = tick as i64;
+    if trace.gaps > 0 {
+        notes.push(format!("trace has {} gap(s); load is interpolated across them", trace.gaps));
+    }
+    let setup = Setup {
+        start: trace.start(),
+        tick_secs: tick,
+        loads: trace.resample(tick),
+        capacity,
+        step_secs,
+        delay_secs: delay as i64,
+        record: opts.record,
+    };
+    Ok(Plan { setup, strategies, notes })
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Runs every strategy of a plan and scores it against the oracle (computed even when not reported).
+pub fn run(
+    plan: &Plan,
+    trace_name: &str,
+    policy_name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Report, Vec<Outcome>), BacktestError> {
+    let total = plan.setup.loads.len() as u64;
+    let mut outcomes = Vec::with_capacity(plan.strategies.len());
+    for (i, s) in plan.strategies.iter().enumerate() {
+        let done = i as u64 * total;
+        let outcome = simulate(&plan.setup, s, &mut |k| progress(done + k))?;
+        outcomes.push(outcome);
+    }
+    let oracle_hours = match outcomes.iter().find(|o| o.scores.name == "oracle") {
+        Some(o) => o.scores.replica_hours,
+        None => {
+            let setup = Setup { record: false, ..plan.setup.clone() };
+            simulate(&setup, &Strategy::Oracle, &mut |_| {})?.scores.replica_hours
+        }
+    };
+    for o in &mut outcomes {
+        o.scores.cost_vs_oracle = if oracle_hours > 0.0 { o.scores.replica_hours / oracle_hours } else { f64::NAN };
+    }
+    let report = Report {
+        trace: trace_name.to_string(),
+        policy: policy_name.to_string(),
+        steps: plan.setup.loads.len(),
+        results: outcomes.iter().map(|o| o.scores.clone()).collect(),
+        elapsed: outcomes.iter().map(|o| o.elapsed).collect(),
+    };
+    Ok((report, outcomes))
+}

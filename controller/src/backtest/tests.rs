@@ -1,0 +1,296 @@
+//! Scenario tests: tiny traces with answers worked out by hand.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::{strategy::*, *};
+use crate::engine::{
+    self, Series, Snapshot,
+    policy::{MetricKind, TargetKind},
+    testing::{PolicyBuilder, at, steady},
+};
+
+/// 15 s ticks, 60 s start-up delay, 100 load units per replica, 60 s trace step.
+fn setup(loads: Vec<f64>) -> Setup {
+    Setup { start: 0, tick_secs: 15, loads, capacity: 100.0, step_secs: 60.0, delay_secs: 60, record: true }
+}
+
+/// One replica's worth of load for 10 minutes, then ten replicas' worth for 20 minutes.
+fn step_up() -> Setup {
+    setup((0..120).map(|k| if k < 40 { 100.0 } else { 1000.0 }).collect())
+}
+
+fn run(setup: &Setup, strategy: &Strategy) -> Outcome {
+    simulate(setup, strategy, &mut |_| {}).expect("non-empty setup")
+}
+
+fn policy(p: engine::Policy) -> Strategy {
+    Strategy::Policy { name: "policy".into(), policy: Box::new(p), starting_pods_at_zero: false }
+}
+
+/// Track the request rate at exactly one replica's capacity (100 per 60 s), HPA default rate limits.
+fn rps_target() -> engine::Policy {
+    let mut p = PolicyBuilder::new(1, 20).target("rps", MetricKind::RequestRate, 100.0 / 60.0).no_cooldowns().build();
+    p.targets[0].kind = TargetKind::AverageValue;
+    p
+}
+
+#[test]
+fn oracle_is_ready_in_time_and_pays_only_for_the_delay() {
+    let o = run(&step_up(), &Strategy::Oracle);
+    assert_eq!(o.scores.violation_minutes, 0.0);
+    assert_eq!(o.scores.dropped_load_fraction, 0.0);
+    // Scales 1 -> 10 at t=540 (60 s before the step): 36 ticks at 1, 84 ticks at 10.
+    assert_eq!(o.events, vec![(540, 1, 10)]);
+    assert!((o.scores.replica_hours - (36.0 + 840.0) * 15.0 / 3600.0).abs() < 1e-9);
+    assert_eq!((o.scores.scale_actions, o.scores.flaps, o.scores.max_replicas), (1, 0, 10));
+}
+
+#[test]
+fn static_never_violates_and_never_scales() {
+    let o = run(&step_up(), &Strategy::Static);
+    assert_eq!(o.scores.violation_minutes, 0.0);
+    assert_eq!(o.scores.scale_actions, 0);
+    assert_eq!(o.scores.replica_hours, 10.0 * 0.5);
+}
+
+#[test]
+fn a_reactive_policy_violates_for_the_delay_and_the_rate_limit() {
+    let o = run(&step_up(), &policy(rps_target()));
+    // t=600: wants 10, the rate limit allows max(2x, +4) = 5; t=615: 10. Ready: 1 until 660, 5 until 675.
+    assert_eq!(o.events, vec![(600, 1, 5), (615, 5, 10)]);
+    assert_eq!(o.scores.violation_minutes, 5.0 * 15.0 / 60.0);
+    // Dropped: 4 ticks of 900 and one of 500, of 40 x 100 + 80 x 1000.
+    let dropped = (4.0 * 900.0 + 500.0) / (40.0 * 100.0 + 80.0 * 1000.0);
+    assert!((o.scores.dropped_load_fraction - dropped).abs() < 1e-12);
+    assert_eq!(o.scores.max_replicas, 10);
+}
+
+#[test]
+fn a_threshold_policy_waits_for_its_for_duration() {
+    // 4 replicas at 50 % CPU; at t=600 the load doubles (100 %). Up above 70 % for 2 m, one pod at a time.
+    let p = PolicyBuilder::new(4, 20).metric("cpu", MetricKind::Cpu).threshold("cpu", Some((70.0, 120)), None);
+    let s = setup((0..80).map(|k| if k < 40 { 200.0 } else { 400.0 }).collect());
+    let o = run(&s, &policy(p.no_cooldowns().build()));
+    // Sustained only once a sample at or before now - 2 m breaches: t=720, not 705.
+    assert_eq!(o.events.first(), Some(&(720, 4, 5)));
+    // The window restarts after the scale-up: the next step comes 2 minutes later.
+    assert_eq!(o.events.get(1), Some(&(840, 5, 6)));
+}
+
+#[test]
+fn hpa_scales_to_its_target_then_holds_within_tolerance() {
+    // Load for exactly 7 replicas at 100 %: the HPA (target 70 %) wants ceil(7 x 100 / 70) = 10 at once.
+    let o = run(&setup(vec![700.0; 80]), &Strategy::Hpa { target: 70.0 });
+    assert_eq!(o.events, vec![(0, 7, 10)]);
+    assert_eq!(o.scores.violation_minutes, 0.0);
+}
+
+#[test]
+fn hpa_scale_down_waits_for_the_stabilization_window() {
+    // 700 until t=1200, then 350: at 10 replicas CPU is 35 %, the HPA wants 5 but holds for 300 s.
+    let s = setup((0..160).map(|k| if k < 80 { 700.0 } else { 350.0 }).collect());
+    let o = run(&s, &Strategy::Hpa { target: 70.0 });
+    assert_eq!(o.events, vec![(0, 7, 10), (1500, 10, 5)]);
+}
+
+/// Runs the HPA baseline's policy once on a steady CPU reading.
+fn hpa_once(current: u32, cpu: f64, target: f64) -> u32 {
+    let metrics: BTreeMap<String, Series> = [("cpu".to_string(), steady(at(0), at(60), 15, cpu))].into();
+    let snap = Snapshot {
+        now: at(60),
+        current_replicas: current,
+        ready_replicas: None,
+        metrics: &metrics,
+        history: &[],
+        recommendations: &[],
+        consecutive_failures: 0,
+        forecast: None,
+    };
+    engine::recommend(&hpa_policy(target), &snap).desired
+}
+
+#[test]
+fn hpa_follows_the_documented_examples() {
+    // kubernetes.io HPA: "if the current metric value is 200m, and the desired value is 100m, the number of
+    // replicas will be doubled".
+    assert_eq!(hpa_once(4, 100.0, 50.0), 8);
+    // desiredReplicas = ceil[currentReplicas * (currentMetricValue / desiredMetricValue)]: 3 x 90/70 = 3.86 -> 4.
+    assert_eq!(hpa_once(3, 90.0, 70.0), 4);
+    // Within the 0.1 tolerance (ratio 1.05): no change.
+    assert_eq!(hpa_once(10, 73.5, 70.0), 10);
+    // Default scale-up limit: max(100 %, 4 pods) per 15 s, so 1 replica may become 5, not 10.
+    assert_eq!(hpa_once(1, 100.0, 10.0), 5);
+    // Scale-down is held by the 300 s stabilization window only when there are earlier, higher
+    // recommendations; with none recorded it halves at once ("50m: halve the number of replicas").
+    assert_eq!(hpa_once(8, 25.0, 50.0), 4);
+    // min 1, max 100.
+    assert_eq!(hpa_once(80, 100.0, 10.0), 100);
+    assert_eq!(hpa_once(2, 1.0, 70.0), 1);
+}
+
+#[test]
+fn hpa_counts_starting_pods_at_zero_cpu() {
+    // After 7 -> 10 at t=0 the 3 new pods start until t=60; CPU averaged over 10 pods is 70 %, not 100 %, so
+    // the HPA does not pile on more pods while they start (the engine alone, fed ready pods' CPU, would).
+    let o = run(&setup(vec![700.0; 8]), &Strategy::Hpa { target: 70.0 });
+    assert_eq!(o.scores.max_replicas, 10);
+}
+
+#[test]
+fn json_has_the_documented_schema() {
+    let trace = Trace::parse("timestamp,value\n0,100\n600,100\n601,1000\n1800,1000\n").unwrap();
+    let named = NamedPolicy { name: "rps".into(), policy: rps_target() };
+    let opts = Options { capacity: Capacity::PerReplica(100.0), ..Options::default() };
+    let plan = plan(&trace, &named, &opts).unwrap();
+    let (report, _) = super::run(&plan, "t.csv", "rps", &mut |_| {}).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["policy", "results", "steps", "trace"]);
+    assert_eq!(v["trace"], "t.csv");
+    assert_eq!(v["policy"], "rps");
+    assert!(v["steps"].is_u64());
+    let results = v["results"].as_array().unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rps", "hpa", "oracle", "static"]);
+    for r in results {
+        let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cost_vs_oracle",
+                "dropped_load_fraction",
+                "flaps",
+                "max_replicas",
+                "name",
+                "replica_hours",
+                "scale_actions",
+                "violation_fraction",
+                "violation_minutes"
+            ]
+        );
+        for f in ["replica_hours", "cost_vs_oracle", "violation_minutes", "violation_fraction", "dropped_load_fraction"]
+        {
+            assert!(r[f].is_f64(), "{f} is {:?}", r[f]);
+        }
+        for i in ["scale_actions", "flaps", "max_replicas"] {
+            assert!(r[i].is_u64(), "{i} is {:?}", r[i]);
+        }
+    }
+    assert_eq!(results[2]["cost_vs_oracle"].as_f64(), Some(1.0));
+    assert!(results[0]["cost_vs_oracle"].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn peak_replicas_sizes_capacity_from_the_99th_percentile() {
+    let rows: String = (0..100).map(|i| format!("{},{}\n", i * 60, i + 1)).collect();
+    let trace = Trace::parse(&format!("timestamp,value\n{rows}")).unwrap();
+    let named = NamedPolicy { name: "p".into(), policy: rps_target() };
+    let opts = Options { capacity: Capacity::PeakReplicas(11), ..Options::default() };
+    let plan = plan(&trace, &named, &opts).unwrap();
+    assert_eq!(plan.setup.capacity, 99.0 / 11.0);
+    assert_eq!(plan.setup.needed(99.0), 11);
+    assert_eq!(plan.setup.tick_secs, 15);
+    assert!(matches!(
+        super::plan(&trace, &named, &Options { capacity: Capacity::PeakReplicas(0), ..Options::default() }),
+        Err(BacktestError::PeakReplicas)
+    ));
+}
+
+#[test]
+fn example_policies_parse_and_bad_files_say_why() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let named = read_policy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!named.name.is_empty());
+    }
+    let missing = read_policy(std::path::Path::new("/nonexistent/policy.yaml")).unwrap_err();
+    assert!(missing.to_string().contains("cannot read policy /nonexistent/policy.yaml"), "{missing}");
+    let tmp = std::env::temp_dir().join(format!("foresight-bad-policy-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, "apiVersion: autoscaling.foresight.dev/v1alpha1\nkind: ScalingPolicy\nspec: 3\n").unwrap();
+    let bad = read_policy(&tmp).unwrap_err();
+    let _ = std::fs::remove_file(&tmp);
+    assert!(matches!(bad, BacktestError::ParsePolicy { .. }), "{bad}");
+}
+
+#[test]
+fn startup_delay_shapes_the_tick() {
+    let trace = Trace::parse("timestamp,value\n0,1\n3600,1\n").unwrap();
+    let named = NamedPolicy { name: "p".into(), policy: rps_target() };
+    let opts = Options { startup_delay: Duration::from_secs(50), ..Options::default() };
+    assert_eq!(plan(&trace, &named, &opts).unwrap().setup.tick_secs, 5);
+}
+
+#[test]
+fn a_cpu_target_does_not_compound_while_pods_start() {
+    // 7 ready replicas at 100 % CPU, target 70 %, 60 s start-up. CPU over ready pods stays at 100 % while new
+    // pods start; the engine counts starting pods at 0 % (as the HPA does), so it stops at 10 instead of
+    // multiplying `current` again at every evaluation. Averaging CPU over every requested pod gives the same.
+    let p = PolicyBuilder::new(1, 100).target("cpu", MetricKind::Cpu, 70.0).no_cooldowns().build();
+    let s = setup(vec![700.0; 8]);
+    let ready_only = run(&s, &policy(p.clone()));
+    let counted = run(&s, &Strategy::Policy { name: "p".into(), policy: Box::new(p), starting_pods_at_zero: true });
+    assert_eq!(ready_only.scores.max_replicas, 10);
+    assert_eq!(counted.scores.max_replicas, 10);
+}
+
+#[test]
+fn timeline_has_a_row_per_change_and_trace_point() {
+    let s = step_up();
+    let outcomes = vec![run(&s, &policy(rps_target())), run(&s, &Strategy::Oracle)];
+    let dir = std::env::temp_dir().join(format!("foresight-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("timeline.csv");
+    output::write_timeline(&path, &s, &[0, 1785], &outcomes).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "time,load,policy_replicas,policy_ready,policy_utilization,oracle_replicas,oracle_ready,oracle_utilization"
+    );
+    // Ticks 0, 36 (oracle scales), 40, 41 (policy scales), 44, 45 (policy pods ready), 119 (end).
+    let times: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(times.len(), 7, "{text}");
+    assert_eq!(lines[1], "1970-01-01T00:00:00Z,100,1,1,1.0000,1,1,1.0000");
+    assert!(lines.contains(&"1970-01-01T00:11:00Z,1000,10,5,2.0000,10,10,1.0000"), "{text}");
+}
+
+#[test]
+fn a_forecast_scales_ahead_of_a_daily_rise_that_a_reactive_policy_trails() {
+    // Four days of a daily cycle between 1 and 19 replicas' worth, a 5-minute start-up, 60 s evaluations.
+    let day = 86_400.0;
+    let loads: Vec<f64> = (0..4 * 1440)
+        .map(|k| {
+            let t = k as f64 * 60.0;
+            1000.0 - 900.0 * (std::f64::consts::TAU * t / day).cos()
+        })
+        .collect();
+    let s = Setup { tick_secs: 60, delay_secs: 300, record: false, ..setup(loads) };
+    let reactive = {
+        let mut p = rps_target();
+        p.interval = Duration::from_secs(60);
+        p
+    };
+    let predictive = {
+        let mut p = PolicyBuilder::new(1, 20)
+            .predictive("rps", 100.0 / 60.0, engine::policy::PredictiveMode::Scale)
+            .no_cooldowns()
+            .build();
+        p.interval = Duration::from_secs(60);
+        p.targets = reactive.targets.clone();
+        p
+    };
+    let r = run(&s, &policy(reactive));
+    let p = run(&s, &policy(predictive));
+    assert!(r.scores.violation_minutes > 0.0, "the reactive policy trails a rising load by its start-up");
+    assert!(
+        p.scores.violation_minutes < r.scores.violation_minutes / 2.0,
+        "predictive {} vs reactive {} violation minutes",
+        p.scores.violation_minutes,
+        r.scores.violation_minutes
+    );
+}
