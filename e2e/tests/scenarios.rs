@@ -202,7 +202,7 @@ async fn prometheus_outage_holds_replicas_and_says_why_then_recovers() {
             (status == "False").then_some(reason)
         })
         .await;
-    assert!(["NoMetrics", "FallbackActive"].contains(&reason.as_str()), "reason {reason}");
+    assert!(["FailedGetMetric", "NoMetrics", "FallbackActive"].contains(&reason.as_str()), "reason {reason}");
     h.wait_for("a MetricsUnavailable warning event", Duration::from_secs(20), || async {
         (!h.events_with_reason("MetricsUnavailable").await.is_empty()).then_some(())
     })
@@ -371,8 +371,7 @@ fn query_at(addr: std::net::SocketAddr, promql: &str, at: i64) -> Option<f64> {
 }
 
 /// What the predictive scenario needs from the harness: cycles of backfilled history that the live simulator
-/// continues. (The predictive scenario itself waits for the controller to feed its forecaster; see the report
-/// in the e2e branch history.)
+/// continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backfilled_cycle_history_is_continued_by_the_live_simulator() {
     let started = Instant::now();
@@ -405,5 +404,76 @@ async fn backfilled_cycle_history_is_continued_by_the_live_simulator() {
         .await;
     let expected = profile.load_at(Duration::from_secs((live.0 - e - 5).max(0) as u64));
     assert!((live.1 - expected).abs() < 0.25 * expected + 5.0, "live {} vs profile {expected}", live.1);
+    done(&h, started);
+}
+
+/// Predictive scaling ahead of a daily peak. The forecaster's seasonal terms are daily and weekly (wall-clock
+/// phase), so the cycle is a real day: two days and six hours of history are backfilled and the live
+/// simulator continues at the steepest point of the rise, six hours before the peak. Load now (55 req/s over 2
+/// pods, 55 % CPU) needs no reactive scaling; the forecast peak (100 req/s at 25 per replica) needs 4.
+const PREDICTIVE: &str = r#"
+apiVersion: autoscaling.foresight.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web-predictive }
+spec:
+  targetRef: { apiVersion: apps/v1, kind: Deployment, name: web }
+  minReplicas: 2
+  maxReplicas: 8
+  interval: 2s
+  metrics:
+    - name: cpu
+      cpu: { container: app, window: 10s }
+    - name: rps
+      requestRate: { window: 3m }
+  policies:
+    threshold:
+      - metric: cpu
+        scaleUpAbove: 70
+        scaleUpFor: 10s
+        scaleDownBelow: 20
+        scaleDownFor: 10s
+    predictive:
+      metric: rps
+      capacityPerReplica: 25
+      lookahead: 6h
+      history: 3d
+      step: 1m
+      seasonality: Daily
+      mode: Scale
+  behavior:
+    scaleUp: { stabilizationWindow: 0s }
+    scaleDown: { stabilizationWindow: 0s, cooldown: 15s }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn predictive_scales_up_ahead_of_the_daily_peak() {
+    let started = Instant::now();
+    let day = Duration::from_secs(86_400);
+    let profile = LoadProfile::Cycle { base: 10.0, amplitude: 90.0, period: day };
+    let ago = 2 * day + day / 4;
+    let sim_config = foresight_e2e::sim::SimConfig::new("predictive", "web", profile.clone()).started_ago(ago);
+    let epoch = sim_config.epoch();
+    let history = foresight_e2e::sim::history::openmetrics(
+        &sim_config,
+        2,
+        epoch,
+        ago,
+        jiff::Timestamp::now(),
+        Duration::from_secs(60),
+    )
+    .expect("history");
+    let h = start(Scenario::new("predictive").replicas(2).profile(profile).history(history, ago)).await;
+    h.apply_policy(PREDICTIVE).await.expect("apply policy");
+
+    let replicas = h.wait_for_replicas("scale-up ahead of the forecast peak", MINUTE, |r| r >= 4).await;
+    assert!(replicas <= 5, "forecast peak 100 req/s at 25 per replica needs 4, got {replicas}");
+    let load = h.sim.load();
+    assert!(load < 3.0 * 25.0, "the load ({load} req/s) already needed {replicas} replicas: not ahead of it");
+    let status = h.policy_status().await.expect("status");
+    assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
+    let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
+    let forecast = prediction.forecast.expect("forecast");
+    assert!((85.0..120.0).contains(&forecast), "forecast peak {forecast} (true peak 100)");
+    assert!(!h.events_with_reason("PredictiveScaleUp").await.is_empty(), "no PredictiveScaleUp event");
     done(&h, started);
 }

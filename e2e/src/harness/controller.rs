@@ -52,7 +52,33 @@ fn build() -> Result<PathBuf, HarnessError> {
             output: format!("{}\n{}", output.status, String::from_utf8_lossy(&output.stderr)),
         });
     }
-    Ok(binary)
+    // A private hard link (a copy where links fail): another checkout building into the same target directory
+    // (CARGO_TARGET_DIR shared between worktrees) replaces the file, not the inode a running suite uses.
+    let private = profile.join("e2e-bin");
+    std::fs::create_dir_all(&private)
+        .map_err(|source| HarnessError::Io { context: "create private binary dir".into(), source })?;
+    remove_stale_links(&private);
+    let link = private.join(format!("foresight-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    if std::fs::hard_link(&binary, &link).is_err() {
+        std::fs::copy(&binary, &link)
+            .map_err(|source| HarnessError::Io { context: "copy the foresight binary".into(), source })?;
+    }
+    Ok(link)
+}
+
+/// Removes the links of test processes that have exited (Linux: no `/proc/<pid>`).
+fn remove_stale_links(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("foresight-")).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// How to start one controller process.
