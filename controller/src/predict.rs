@@ -6,7 +6,9 @@
 //! history, so a refit more often could only see the same samples) and evaluated from the cache in between.
 //!
 //! The peak the engine provisions for is the model's highest forecast over `[now, now + lookahead]` plus a
-//! safety margin of `MARGIN_SPREADS` robust standard deviations of the fit's residuals.
+//! safety margin of `MARGIN_SPREADS` robust standard deviations of the forecast's error at the look-ahead
+//! (`Model::spread_at`: the level-corrected forecast's error a look-ahead ahead, at most the fit's residual
+//! spread).
 
 use std::time::Duration;
 
@@ -131,7 +133,7 @@ impl Predictor {
         let step = self.rule.step.as_secs_f64().max(1.0);
         match model.peak(from, to, step) {
             Ok(peak) => Forecast::Ready {
-                peak: peak + MARGIN_SPREADS * model.residual_spread(),
+                peak: peak + MARGIN_SPREADS * model.spread_at(to - model.fitted_at()),
                 samples: model.samples(),
                 error: model.holdout_error(),
             },

@@ -87,15 +87,7 @@ impl Trace {
             times.push(time);
             values.push(value);
         }
-        if times.is_empty() {
-            return Err(TraceError::Empty);
-        }
-        if times.len() < 2 {
-            return Err(TraceError::TooShort { rows: times.len() });
-        }
-        let step = most_common_spacing(&times);
-        let gaps = times.windows(2).filter(|w| (w[1] - w[0]) * 2 > step * 3).count();
-        Ok(Trace { times, values, step, gaps })
+        Trace::new(times, values)
     }
 
     /// A trace from samples of a Prometheus range query (whose values are already load per `step`). NaN and
@@ -117,6 +109,12 @@ impl Trace {
             times.push(t);
             values.push(value);
         }
+        Trace::new(times, values)
+    }
+
+    /// A trace from strictly increasing `times` and their values: at least two points; the step is the most
+    /// common spacing and longer spacings are counted as gaps.
+    fn new(times: Vec<i64>, values: Vec<f64>) -> Result<Trace, TraceError> {
         if times.is_empty() {
             return Err(TraceError::Empty);
         }

@@ -153,7 +153,7 @@ async fn forecast(
                 // Chunks share their boundary point: keep time strictly increasing.
                 for s in samples {
                     if history.last().is_none_or(|l: &engine::Sample| s.time > l.time) {
-                        history.push(engine::Sample::new(s.time, s.value));
+                        history.push(s);
                     }
                 }
             }
@@ -193,9 +193,7 @@ async fn read_metrics(
             let answer =
                 tokio::time::timeout(timeout + Duration::from_secs(1), source.range(&query, start, now, step)).await;
             let series = match answer {
-                Ok(Ok(samples)) => {
-                    Series::Samples(samples.into_iter().map(|s| engine::Sample::new(s.time, s.value)).collect())
-                }
+                Ok(Ok(samples)) => Series::Samples(samples),
                 Ok(Err(e)) => Series::Failed(e.to_string()),
                 Err(_) => Series::Failed(format!("no answer within {}", humantime::format_duration(timeout))),
             };

@@ -22,12 +22,28 @@ use super::regression::robust_sigma;
 /// Candidate smoothing weights; 1.0 means "the last residual".
 const ALPHAS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0];
 
+/// A level correction: the current offset `L`, the smoothing weight chosen, and the robust spread of its
+/// one-step errors (innovations), from which the error of a corrected forecast some steps ahead follows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Correction {
+    pub offset: f64,
+    pub alpha: f64,
+    pub innovation_sigma: f64,
+}
+
 /// The current level offset `L` (in load units) for sorted `times` and their `residuals`, with decay time constant
 /// `tau` seconds between samples. 0 with fewer than 3 samples or when no smoothing beats no correction.
+#[cfg(test)]
 pub(crate) fn offset(times: &[f64], residuals: &[f64], tau: f64, outlier_k: f64) -> f64 {
+    correction(times, residuals, tau, outlier_k).map_or(0.0, |c| c.offset)
+}
+
+/// The level correction for sorted `times` and their `residuals`, or `None` with fewer than 3 samples or when no
+/// smoothing beats no correction.
+pub(crate) fn correction(times: &[f64], residuals: &[f64], tau: f64, outlier_k: f64) -> Option<Correction> {
     let n = residuals.len().min(times.len());
     if n < 3 {
-        return 0.0;
+        return None;
     }
     let (times, residuals) = (&times[..n], &residuals[..n]);
     // Decay between consecutive samples: a gap forgets more than a regular step.
@@ -65,9 +81,7 @@ pub(crate) fn offset(times: &[f64], residuals: &[f64], tau: f64, outlier_k: f64)
             best_alpha = Some(alpha);
         }
     }
-    let Some(alpha) = best_alpha else {
-        return 0.0;
-    };
+    let alpha = best_alpha?;
 
     let mut innovations = Vec::with_capacity(n - 1);
     let mut levels = Vec::with_capacity(n);
@@ -78,15 +92,17 @@ pub(crate) fn offset(times: &[f64], residuals: &[f64], tau: f64, outlier_k: f64)
     });
 
     let m = innovations.len();
-    let bound = outlier_k * robust_sigma(&innovations[..m - 1]);
+    let innovation_sigma = robust_sigma(&innovations[..m - 1]);
+    let bound = outlier_k * innovation_sigma;
     let (last, before) = (innovations[m - 1], innovations[m - 2]);
     let lone_spike = last.abs() > bound && !(before.abs() > bound && before.signum() == last.signum());
-    if lone_spike {
+    let offset = if lone_spike {
         // The level before the last sample, decayed over the last step.
         decay[n - 2] * levels[n - 2]
     } else {
         level
-    }
+    };
+    Some(Correction { offset, alpha, innovation_sigma })
 }
 
 /// Runs simple exponential smoothing with decay over `residuals` (the same recurrence as the search above),

@@ -205,6 +205,16 @@ pub struct Model {
     holdout_error: f64,
     spread: f64,
     samples: usize,
+    /// The level correction's smoothing weight and one-step error spread, and the sample spacing.
+    correction: Option<HorizonError>,
+}
+
+/// What the error of a level-corrected forecast `h` steps ahead is computed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HorizonError {
+    alpha: f64,
+    innovation_sigma: f64,
+    step_secs: f64,
 }
 
 impl Model {
@@ -255,6 +265,21 @@ impl Model {
     /// (real residuals have heavier tails, so check z in the backtest).
     pub fn residual_spread(&self) -> f64 {
         self.spread
+    }
+
+    /// The expected spread (a robust standard deviation, load units) of the forecast's error `horizon_secs` ahead
+    /// of the last sample. With a level correction, a forecast a few steps ahead is much better than the seasonal
+    /// curve alone: its one-step errors are the smoothing's innovations, and for exponential smoothing the error
+    /// `k` steps ahead grows as `σ · sqrt(1 + (k − 1)·α²)`. It never exceeds `residual_spread`, the error of the
+    /// uncorrected curve, towards which the correction decays. Without a correction, `residual_spread`.
+    pub fn spread_at(&self, horizon_secs: f64) -> f64 {
+        match self.correction {
+            Some(HorizonError { alpha, innovation_sigma, step_secs }) if step_secs > 0.0 => {
+                let k = (horizon_secs / step_secs).max(1.0);
+                (innovation_sigma * (1.0 + (k - 1.0) * alpha * alpha).sqrt()).min(self.spread)
+            }
+            _ => self.spread,
+        }
     }
 
     /// Number of usable (finite) samples the model was fitted on.
@@ -328,7 +353,7 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     let mean_abs = values.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
 
     let train = n - holdout_len(&times, &cfg.holdout);
-    let (probe, _) = fit_curve(&times[..train], &values[..train], cfg, floor)?;
+    let (probe, _, _) = fit_curve(&times[..train], &values[..train], cfg, floor)?;
     let holdout_error = wape(&probe, &times[train..], &values[train..], mean_abs);
 
     if let Some(bound) = cfg.max_holdout_error
@@ -336,8 +361,8 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     {
         return Err(ForecastError::Abstain { reason: AbstainReason::PoorFit { holdout_error, bound } });
     }
-    let (curve, spread) = fit_curve(&times, &values, cfg, floor)?;
-    Ok(Model { curve, holdout_error, spread, samples: n })
+    let (curve, spread, correction) = fit_curve(&times, &values, cfg, floor)?;
+    Ok(Model { curve, holdout_error, spread, samples: n, correction })
 }
 
 /// Number of most recent samples to hold out; leaves at least `MIN_TRAINING` (guaranteed by `validate`).
@@ -351,12 +376,17 @@ fn holdout_len(times: &[f64], holdout: &Holdout) -> usize {
 
 /// Fits the curve to sorted, finite, non-empty samples; returns it with the residual spread. Drops terms until
 /// the solve succeeds (a rank-deficient design that slipped past `identifiable`).
-fn fit_curve(times: &[f64], values: &[f64], cfg: &ForecastConfig, floor: f64) -> Result<(Curve, f64), ForecastError> {
+fn fit_curve(
+    times: &[f64],
+    values: &[f64],
+    cfg: &ForecastConfig,
+    floor: f64,
+) -> Result<(Curve, f64, Option<HorizonError>), ForecastError> {
     let t_ref = times.last().copied().unwrap_or(0.0);
     let first = values.first().copied().unwrap_or(0.0);
     if values.iter().all(|&v| v == first) {
         let curve = Curve { terms: Terms::LEVEL, coef: vec![first], t_ref, level: None, floor };
-        return Ok((curve, 0.0));
+        return Ok((curve, 0.0, None));
     }
     let mut terms = features::identifiable(times, cfg.wanted_terms());
     let fit = loop {
@@ -369,9 +399,25 @@ fn fit_curve(times: &[f64], values: &[f64], cfg: &ForecastConfig, floor: f64) ->
             },
         }
     };
-    let level = cfg.level_correction.map(|tau| (level::offset(times, &fit.residuals, tau, cfg.outlier_k), tau));
+    let correction = cfg
+        .level_correction
+        .and_then(|tau| level::correction(times, &fit.residuals, tau, cfg.outlier_k).map(|c| (c, tau)));
+    let level = cfg.level_correction.map(|tau| (correction.map_or(0.0, |(c, _)| c.offset), tau));
+    let step_secs = median_spacing(times);
+    let horizon =
+        correction.map(|(c, _)| HorizonError { alpha: c.alpha, innovation_sigma: c.innovation_sigma, step_secs });
     let curve = Curve { terms, coef: fit.coef, t_ref, level, floor };
-    Ok((curve, fit.sigma))
+    Ok((curve, fit.sigma, horizon))
+}
+
+/// The median spacing of sorted times (0 with fewer than two).
+fn median_spacing(times: &[f64]) -> f64 {
+    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.is_empty() {
+        return 0.0;
+    }
+    let mid = gaps.len() / 2;
+    *gaps.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 /// Σ|actual − forecast| / Σ|actual|, falling back to `fallback_level` per point when the actuals are all zero.

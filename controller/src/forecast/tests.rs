@@ -324,6 +324,35 @@ fn real_trace_forecasts_the_next_day() {
     assert!(rolling < persistence.min(last_week), "30-min-ahead {rolling:.4} vs {persistence:.4} / {last_week:.4}");
 }
 
+#[test]
+fn horizon_spread_is_tighter_than_the_residuals_and_still_covers_the_load() {
+    // Rolling 30-minute-ahead forecasts over a day of the taxi trace: `forecast + 2 x spread_at(30 min)` covers
+    // the load that then arrives nearly always, although the corrected spread is well below the curve's
+    // residual spread (which is what makes provisioning on it cheaper).
+    let trace = nyc_taxi();
+    let (mut covered, mut tighter, mut n) = (0, 0, 0);
+    for i in 14 * 48..15 * 48 {
+        let model = fit(&trace[i - 14 * 48..i], &weekly_cfg(14.0 * DAY)).expect("fits");
+        let (t, v) = trace[i];
+        let horizon = t - model.fitted_at();
+        let spread = model.spread_at(horizon);
+        assert!(spread <= model.residual_spread() + 1e-9);
+        if spread < 0.8 * model.residual_spread() {
+            tighter += 1;
+        }
+        if v <= model.predict(t).expect("finite") + 2.0 * spread {
+            covered += 1;
+        }
+        n += 1;
+    }
+    eprintln!("covered {covered}/{n}, tighter {tighter}/{n}");
+    assert!(covered as f64 >= 0.9 * n as f64, "covered only {covered} of {n}");
+    assert!(tighter as f64 >= 0.5 * n as f64, "the correction tightened the spread only {tighter} of {n} times");
+    // Far beyond the correction's reach, the spread is the residual spread again.
+    let model = fit(&trace[..14 * 48], &weekly_cfg(14.0 * DAY)).expect("fits");
+    assert_eq!(model.spread_at(365.0 * DAY), model.residual_spread());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;

@@ -33,19 +33,9 @@ use futures::future::BoxFuture;
 use jiff::Timestamp;
 use std::time::Duration;
 
-/// One point of a series.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    pub time: Timestamp,
-    /// Passed through as Prometheus returned it; may be NaN or ±Inf.
-    pub value: f64,
-}
-
-impl Sample {
-    pub fn new(time: Timestamp, value: f64) -> Self {
-        Self { time, value }
-    }
-}
+/// One point of a series: the engine's own sample type, so what a source answers goes to the engine as it is.
+/// Values are passed through as Prometheus returned them and may be NaN or ±Inf (the engine calls them missing).
+pub use crate::engine::Sample;
 
 /// "Give me this one series": the only thing the engine needs from a metrics backend.
 ///
