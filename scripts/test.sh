@@ -18,8 +18,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-echo "== cargo test (workspace)"
-cargo test --workspace --all-targets --locked
+echo "== cargo test (workspace: unit, integration, end-to-end and doc tests; benches run with cargo bench)"
+cargo test --workspace --locked
 
 if [ "${1:-}" != "--rust" ]; then
   echo "== chart tests"

@@ -97,7 +97,7 @@ pub async fn observe(
         }
     };
 
-    let external = report::detect_external(&old.history, scale.replicas, now);
+    let external = report::detect_external(old, scale.replicas, now);
     let mut history = Vec::with_capacity(old.history.len() + 1);
     if let Some(e) = &external {
         history.extend(report::scale_events(std::slice::from_ref(e)));

@@ -75,16 +75,31 @@ impl Notice {
     }
 }
 
-/// The change of replicas someone else made since Foresight last saw them, if `current` differs from the last
-/// value in history.
-pub fn detect_external(history: &[HistoryEntry], current: u32, now: Timestamp) -> Option<HistoryEntry> {
-    let last = history.first()?;
-    let last_to = last.to.max(0) as u32;
-    (last_to != current).then(|| HistoryEntry {
+/// A change of replicas made by someone else: `current` differs from the last value Foresight knew of. That is
+/// the newest history entry when it is at least as recent as the last evaluation (our own scale, or one whose
+/// status write is still pending), else the replicas the last evaluation saw, so that a `kubectl scale` before
+/// Foresight ever scaled is noticed too.
+pub fn detect_external(old: &ScalingPolicyStatus, current: u32, now: Timestamp) -> Option<HistoryEntry> {
+    let last_evaluation = old.last_evaluation.as_ref().map(|e| e.time.0);
+    let newest = old.history.first().map(|h| (h.time.0, h.to));
+    let known = match (newest, old.current_replicas) {
+        (Some((time, to)), Some(seen)) => {
+            if last_evaluation.is_none_or(|e| time >= e) {
+                to
+            } else {
+                seen
+            }
+        }
+        (Some((_, to)), None) => to,
+        (None, Some(seen)) => seen,
+        (None, None) => return None,
+    };
+    let known_u = known.max(0) as u32;
+    (known_u != current).then(|| HistoryEntry {
         time: Time(now),
-        from: last.to,
+        from: known,
         to: current as i32,
-        reason: format!("replicas changed from {} to {current} by someone else (not Foresight)", last.to),
+        reason: format!("replicas changed from {known} to {current} by someone else (not Foresight)"),
         policy: EXTERNAL.into(),
         metrics: Vec::new(),
     })
@@ -547,19 +562,45 @@ mod tests {
     }
 
     #[test]
-    fn external_changes_are_detected_against_the_last_history_entry() {
-        let history = vec![HistoryEntry {
+    fn external_changes_are_detected_against_the_last_known_replicas() {
+        let ours = HistoryEntry {
             time: Time(at(0)),
             from: 2,
             to: 4,
             reason: "x".into(),
             policy: "target/cpu".into(),
             metrics: vec![],
-        }];
-        assert_eq!(detect_external(&history, 4, at(10)), None);
-        let e = detect_external(&history, 7, at(10)).expect("external change");
+        };
+        let status = ScalingPolicyStatus { history: vec![ours.clone()], ..Default::default() };
+        assert_eq!(detect_external(&status, 4, at(10)), None);
+        let e = detect_external(&status, 7, at(10)).expect("external change");
         assert_eq!((e.from, e.to, e.policy.as_str()), (4, 7, EXTERNAL));
-        assert_eq!(detect_external(&[], 7, at(10)), None, "nothing to compare with");
+        assert_eq!(detect_external(&ScalingPolicyStatus::default(), 7, at(10)), None, "nothing to compare with");
+
+        // Never scaled by Foresight: compared with what the last evaluation saw.
+        let evaluation = |t: i64| Evaluation {
+            time: Time(at(t)),
+            metrics: vec![],
+            proposals: vec![],
+            prediction: None,
+            decision: "Hold".into(),
+            reason: "x".into(),
+            limited_by: vec![],
+        };
+        let seen = ScalingPolicyStatus {
+            current_replicas: Some(3),
+            last_evaluation: Some(evaluation(30)),
+            ..Default::default()
+        };
+        let e = detect_external(&seen, 6, at(45)).expect("a kubectl scale before Foresight ever scaled");
+        assert_eq!((e.from, e.to), (3, 6));
+        // An older scale of ours than the last evaluation: the evaluation's view is the newer one.
+        let both = ScalingPolicyStatus { history: vec![ours], ..seen.clone() };
+        assert_eq!(detect_external(&both, 3, at(45)), None);
+        // A scale newer than the last evaluation (its status write was pending) is what we know.
+        let mut pending = both.clone();
+        pending.history[0].time = Time(at(40));
+        assert_eq!(detect_external(&pending, 4, at(45)), None);
     }
 
     #[test]
@@ -569,7 +610,7 @@ mod tests {
         let mut fights = Vec::new();
         for (i, replicas) in [5u32, 3, 5, 3].iter().enumerate() {
             let now = at(i as i64 * 60);
-            let external = if i == 0 { None } else { detect_external(&status.history, *replicas, now) };
+            let external = if i == 0 { None } else { detect_external(&status, *replicas, now) };
             let r = rec(*replicas, *replicas, Ok(60.0));
             // The first evaluation scales (to have a value of ours to compare with).
             let mut o = outcome(&p, &r, now, false);
