@@ -5,3 +5,4 @@ pub mod fakeapi;
 pub mod harness;
 pub mod prometheus;
 pub mod sim;
+pub mod testkit;

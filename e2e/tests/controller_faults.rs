@@ -16,8 +16,8 @@ use foresight::{
     source::{BreakerConfig, CircuitState, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
-    fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
-    prometheus::{OpenMetricsBuilder, PromServer, every},
+    prometheus::PromServer,
+    testkit::{self, eventually},
 };
 use jiff::Timestamp;
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
@@ -25,6 +25,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+const WAIT: Duration = Duration::from_secs(20);
 const STEP: Duration = Duration::from_secs(15);
 const POINTS: usize = 240; // one hour
 
@@ -32,31 +33,9 @@ fn t(offset_seconds: i64) -> Timestamp {
     Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
 }
 
-/// Deployment `web` in `shop`: 70 % CPU for an hour.
+/// Deployment `web` in `shop`: 2 pods at 0.35 cores of 0.5 requested (70 % CPU) for an hour.
 fn history() -> String {
-    let mut b = OpenMetricsBuilder::new();
-    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb"] {
-        let app = [("namespace", "shop"), ("pod", pod), ("container", "app")];
-        b = b.counter("container_cpu_usage_seconds", &app, every(t(0), STEP, POINTS, |i, _| 0.35 * 15.0 * i as f64));
-        let req = [("namespace", "shop"), ("pod", pod), ("container", "app"), ("resource", "cpu")];
-        b = b.gauge("kube_pod_container_resource_requests", &req, every(t(0), STEP, POINTS, |_, _| 0.5));
-    }
-    b.build().expect("valid history")
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+    testkit::cpu_history(&["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb"], 0.35, t(0), STEP, POINTS)
 }
 
 async fn condition(policies: &Api<ScalingPolicy>, type_: &str) -> Option<(String, String)> {
@@ -77,17 +56,9 @@ async fn has_event(events: &Api<Event>, reason: &str) -> bool {
 async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
-    let server = FakeApiServer::builder()
-        .with_namespace("shop")
-        .with_kind(
-            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
-                .with_status(),
-        )
-        .build();
+    let server = testkit::api_server();
     let client = server.client();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
-    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
-    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let (deployments, policies) = testkit::web_deployment(&server, 2).await;
     let events: Api<Event> = Api::namespaced(client.clone(), "shop");
     // On target (70 % vs 70 %): hold at 2. Without metrics for 3 evaluations: at least 4.
     let policy: ScalingPolicy = serde_json::from_value(json!({
@@ -125,27 +96,27 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
         let _ = stopped.await;
     }));
 
-    eventually("metrics to be read", || async {
+    eventually("metrics to be read", WAIT, || async {
         condition(&policies, "MetricsAvailable").await == Some(("True".into(), "MetricsRead".into()))
     })
     .await;
     assert_eq!(replicas(&deployments).await, Some(2));
 
     prometheus.stop().expect("stop Prometheus");
-    eventually("MetricsAvailable=False and its Event", || async {
+    eventually("MetricsAvailable=False and its Event", WAIT, || async {
         condition(&policies, "MetricsAvailable").await.is_some_and(|(s, _)| s == "False")
             && has_event(&events, "MetricsUnavailable").await
     })
     .await;
     let circuit = pool.circuit(&prometheus.url()).expect("a circuit for the address");
-    eventually("the circuit to open", || {
+    eventually("the circuit to open", WAIT, || {
         let circuit = circuit.clone();
         async move { circuit.state() != CircuitState::Closed }
     })
     .await;
-    eventually("the fallback to raise replicas to 4", || async { replicas(&deployments).await == Some(4) }).await;
+    eventually("the fallback to raise replicas to 4", WAIT, || async { replicas(&deployments).await == Some(4) }).await;
     // The scale is patched first; its status and Events follow.
-    eventually("the FallbackActive event and the history entry", || async {
+    eventually("the FallbackActive event and the history entry", WAIT, || async {
         let status = policies.get("web").await.ok().and_then(|p| p.status);
         has_event(&events, "FallbackActive").await && status.is_some_and(|s| !s.history.is_empty())
     })
@@ -156,11 +127,11 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
     assert!(status.consecutive_metric_failures >= 3, "{}", status.consecutive_metric_failures);
 
     prometheus.restart().expect("restart Prometheus");
-    eventually("metrics to be read again", || async {
+    eventually("metrics to be read again", WAIT, || async {
         condition(&policies, "MetricsAvailable").await == Some(("True".into(), "MetricsRead".into()))
     })
     .await;
-    eventually("the circuit to close", || {
+    eventually("the circuit to close", WAIT, || {
         let circuit = circuit.clone();
         async move { circuit.state() == CircuitState::Closed }
     })

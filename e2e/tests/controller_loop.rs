@@ -19,15 +19,16 @@ use foresight::{
     source::{BreakerConfig, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
-    fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
-    prometheus::{OpenMetricsBuilder, PromServer, every},
+    prometheus::PromServer,
+    testkit::{self, eventually},
 };
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
 const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+const WAIT: Duration = Duration::from_secs(15);
 const STEP: Duration = Duration::from_secs(15);
 const POINTS: usize = 240; // one hour
 
@@ -37,47 +38,22 @@ fn t(offset_seconds: i64) -> Timestamp {
 
 /// Deployment `web` in `shop`: 4 pods at 0.35 cores of 0.5 requested (70 % CPU) for an hour.
 fn history() -> String {
-    let mut b = OpenMetricsBuilder::new();
-    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb", "web-7c9f8d6b5-ccccc", "web-7c9f8d6b5-ddddd"] {
-        let app = [("namespace", "shop"), ("pod", pod), ("container", "app")];
-        b = b.counter("container_cpu_usage_seconds", &app, every(t(0), STEP, POINTS, |i, _| 0.35 * 15.0 * i as f64));
-        let req = [("namespace", "shop"), ("pod", pod), ("container", "app"), ("resource", "cpu")];
-        b = b.gauge("kube_pod_container_resource_requests", &req, every(t(0), STEP, POINTS, |_, _| 0.5));
-    }
-    b.build().expect("valid history")
-}
-
-/// Polls `check` every 100 ms for up to 15 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+    testkit::cpu_history(
+        &["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb", "web-7c9f8d6b5-ccccc", "web-7c9f8d6b5-ddddd"],
+        0.35,
+        t(0),
+        STEP,
+        POINTS,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
-    let server = FakeApiServer::builder()
-        .with_namespace("shop")
-        .with_kind(
-            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
-                .with_status(),
-        )
-        .build();
+    let server = testkit::api_server();
     let client = server.client();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
-    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
-    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let (deployments, policies) = testkit::web_deployment(&server, 2).await;
     let policy: ScalingPolicy = serde_json::from_value(json!({
         "apiVersion": "autoscaling.foresight.dev/v1alpha1",
         "kind": "ScalingPolicy",
@@ -111,19 +87,19 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
         let _ = stopped.await;
     }));
 
-    eventually("the watch to sync", || {
+    eventually("the watch to sync", WAIT, || {
         let ready = ready.clone();
         async move { ready.load(Ordering::SeqCst) }
     })
     .await;
 
     // 70 % against a target of 50 % at 2 replicas asks for 3 (= maxReplicas).
-    eventually("the Deployment to reach 3 replicas", || {
+    eventually("the Deployment to reach 3 replicas", WAIT, || {
         let deployments = deployments.clone();
         async move { deployments.get("web").await.ok().and_then(|d| d.spec?.replicas) == Some(3) }
     })
     .await;
-    eventually("the scale to be in status", || {
+    eventually("the scale to be in status", WAIT, || {
         let policies = policies.clone();
         async move {
             let status = policies.get("web").await.ok().and_then(|p| p.status);
@@ -144,7 +120,7 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     assert!((metrics[0].value.expect("cpu value") - 70.0).abs() < 1e-6, "{metrics:?}");
 
     let events: Api<Event> = Api::namespaced(client.clone(), "shop");
-    eventually("a ScaledUp event", || {
+    eventually("a ScaledUp event", WAIT, || {
         let events = events.clone();
         async move {
             let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
@@ -176,13 +152,7 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
-    let server = FakeApiServer::builder()
-        .with_namespace("shop")
-        .with_kind(
-            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
-                .with_status(),
-        )
-        .build();
+    let server = testkit::api_server();
     let client = server.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(foresight_e2e::fakeapi::fixtures::scalable_crd(
@@ -226,7 +196,7 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
         let _ = stopped.await;
     }));
 
-    eventually("the Widget to reach 2 replicas", || {
+    eventually("the Widget to reach 2 replicas", WAIT, || {
         let widgets = widgets.clone();
         async move {
             let w = widgets.get("queue").await.ok();
@@ -234,7 +204,7 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
         }
     })
     .await;
-    eventually("the scale in status", || {
+    eventually("the scale in status", WAIT, || {
         let policies = policies.clone();
         async move {
             let status = policies.get("queue").await.ok().and_then(|p| p.status);

@@ -18,12 +18,11 @@ use foresight::{
     source::{BreakerConfig, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
-    fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
     prometheus::{OpenMetricsBuilder, PromServer, every},
+    testkit,
 };
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 const DAY: i64 = 86_400;
@@ -62,17 +61,9 @@ fn history() -> String {
 async fn replicas_rise_ahead_of_the_daily_peak() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
-    let server = FakeApiServer::builder()
-        .with_namespace("shop")
-        .with_kind(
-            ApiResourceSpec::custom("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", true)
-                .with_status(),
-        )
-        .build();
+    let server = testkit::api_server();
     let client = server.client();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "shop");
-    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
-    let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
+    let (deployments, policies) = testkit::web_deployment(&server, 2).await;
     let policy: ScalingPolicy = serde_json::from_value(json!({
         "apiVersion": "autoscaling.foresight.dev/v1alpha1",
         "kind": "ScalingPolicy",
