@@ -35,6 +35,18 @@ pub async fn web_deployment(server: &FakeApiServer, replicas: i32) -> (Api<Deplo
     (deployments, Api::namespaced(client, NAMESPACE))
 }
 
+/// Creates ScalingPolicy `name` in `shop` with this `spec` (JSON, as a user would write it) and returns it.
+pub async fn create_policy(policies: &Api<ScalingPolicy>, name: &str, spec: serde_json::Value) -> ScalingPolicy {
+    let policy: ScalingPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": { "name": name, "namespace": NAMESPACE },
+        "spec": spec,
+    }))
+    .expect("valid policy");
+    policies.create(&PostParams::default(), &policy).await.expect("create policy")
+}
+
 /// OpenMetrics history of `web`'s pods in `shop`, each using `cores` of 0.5 requested CPU, `points` samples
 /// every `step` from `start`: cAdvisor's counter and kube-state-metrics' requests, as the cpu template reads them.
 pub fn cpu_history(pods: &[&str], cores: f64, start: Timestamp, step: Duration, points: usize) -> String {

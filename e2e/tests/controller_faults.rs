@@ -21,7 +21,7 @@ use foresight_e2e::{
 };
 use jiff::Timestamp;
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
 const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
@@ -61,21 +61,19 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
     let (deployments, policies) = testkit::web_deployment(&server, 2).await;
     let events: Api<Event> = Api::namespaced(client.clone(), "shop");
     // On target (70 % vs 70 %): hold at 2. Without metrics for 3 evaluations: at least 4.
-    let policy: ScalingPolicy = serde_json::from_value(json!({
-        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": { "name": "web", "namespace": "shop" },
-        "spec": {
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
             "targetRef": { "name": "web" },
             "maxReplicas": 10,
             "interval": "1s",
             "metrics": [ { "name": "cpu", "cpu": {} } ],
             "policies": { "target": [ { "metric": "cpu", "value": 70 } ] },
             "fallback": { "failureThreshold": 3, "replicas": 4 }
-        }
-    }))
-    .expect("valid policy");
-    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+        }),
+    )
+    .await;
 
     let started = Instant::now();
     let clock_start = t(30 * 60);

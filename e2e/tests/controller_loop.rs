@@ -54,21 +54,19 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     let server = testkit::api_server();
     let client = server.client();
     let (deployments, policies) = testkit::web_deployment(&server, 2).await;
-    let policy: ScalingPolicy = serde_json::from_value(json!({
-        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": { "name": "web", "namespace": "shop" },
-        "spec": {
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
             "targetRef": { "name": "web" },
             "minReplicas": 1,
             "maxReplicas": 3,
             "interval": "1s",
             "metrics": [ { "name": "cpu", "cpu": {} } ],
             "policies": { "target": [ { "metric": "cpu", "value": 50 } ] }
-        }
-    }))
-    .expect("valid policy");
-    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+        }),
+    )
+    .await;
 
     let started = Instant::now();
     let clock_start = t(30 * 60);
@@ -172,20 +170,18 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
 
     // A custom query (constant 100 against a target of 50) doubles the replicas, up to maxReplicas 2.
     let policies: Api<ScalingPolicy> = Api::namespaced(client.clone(), "shop");
-    let policy: ScalingPolicy = serde_json::from_value(json!({
-        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": { "name": "queue", "namespace": "shop" },
-        "spec": {
+    testkit::create_policy(
+        &policies,
+        "queue",
+        json!({
             "targetRef": { "apiVersion": "example.com/v1", "kind": "Widget", "name": "queue" },
             "maxReplicas": 2,
             "interval": "1s",
             "metrics": [ { "name": "depth", "query": { "promql": "vector(100)" } } ],
             "policies": { "target": [ { "metric": "depth", "value": 50 } ] }
-        }
-    }))
-    .expect("valid policy");
-    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+        }),
+    )
+    .await;
 
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
     let ctx = Arc::new(Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "crd-test"));

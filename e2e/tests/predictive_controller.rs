@@ -13,7 +13,6 @@ use std::{
 };
 
 use foresight::{
-    api::ScalingPolicy,
     controller::{self, Context, Sources},
     source::{BreakerConfig, NoopObserver, SourcePool},
 };
@@ -22,7 +21,6 @@ use foresight_e2e::{
     testkit,
 };
 use jiff::Timestamp;
-use kube::api::PostParams;
 use serde_json::json;
 
 const DAY: i64 = 86_400;
@@ -64,11 +62,10 @@ async fn replicas_rise_ahead_of_the_daily_peak() {
     let server = testkit::api_server();
     let client = server.client();
     let (deployments, policies) = testkit::web_deployment(&server, 2).await;
-    let policy: ScalingPolicy = serde_json::from_value(json!({
-        "apiVersion": "autoscaling.foresight.dev/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": { "name": "web", "namespace": "shop" },
-        "spec": {
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
             "targetRef": { "name": "web" },
             "minReplicas": 1,
             "maxReplicas": 30,
@@ -78,10 +75,9 @@ async fn replicas_rise_ahead_of_the_daily_peak() {
                 "metric": "rps", "capacityPerReplica": CAPACITY,
                 "lookahead": "15m", "history": "7d", "step": "5m"
             } }
-        }
-    }))
-    .expect("valid policy");
-    policies.create(&PostParams::default(), &policy).await.expect("create policy");
+        }),
+    )
+    .await;
 
     // A clock the test moves: day 8 from 07:00 to 14:30, one evaluation a minute.
     let now = Arc::new(AtomicI64::new(0));

@@ -104,6 +104,18 @@ fn check_namespace(spec: &ApiResourceSpec, namespace: &str, obj: &mut Value) -> 
     }
 }
 
+/// A request body that is an object of this kind and version, in `namespace` (filled in when absent), as both
+/// create and update require.
+fn checked_body(spec: &ApiResourceSpec, version: &str, namespace: &str, body: Value) -> Result<Value, ApiError> {
+    let mut obj = body;
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    check_type_meta(spec, version, &obj)?;
+    check_namespace(spec, namespace, &mut obj)?;
+    Ok(obj)
+}
+
 /// POST: creates an object. `owners` carries field ownership computed by a server-side apply.
 pub fn create(
     store: &mut Store,
@@ -114,12 +126,7 @@ pub fn create(
     opts: &WriteOpts,
     owners: Option<FieldOwners>,
 ) -> Result<Value, ApiError> {
-    let mut obj = body;
-    if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
-    }
-    check_type_meta(spec, version, &obj)?;
-    check_namespace(spec, namespace, &mut obj)?;
+    let mut obj = checked_body(spec, version, namespace, body)?;
     let name = match meta_nonempty(&obj, "name") {
         Some(n) => n.to_string(),
         None => match meta_nonempty(&obj, "generateName") {
@@ -222,12 +229,7 @@ pub fn update(
     opts: &WriteOpts,
     owners: Option<FieldOwners>,
 ) -> Result<Value, ApiError> {
-    let mut new = body;
-    if !new.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
-    }
-    check_type_meta(spec, version, &new)?;
-    check_namespace(spec, namespace, &mut new)?;
+    let new = checked_body(spec, version, namespace, body)?;
     match meta_nonempty(&new, "name") {
         Some(n) if n != name => {
             return Err(ApiError::bad_request(format!(
