@@ -477,3 +477,29 @@ async fn predictive_scales_up_ahead_of_the_daily_peak() {
     assert!(!h.events_with_reason("PredictiveScaleUp").await.is_empty(), "no PredictiveScaleUp event");
     done(&h, started);
 }
+
+/// An invalid policy never reaches the controller: the CRD's CEL rules refuse it at apply, with a message
+/// naming each broken rule. On kind the real API server enforces them; here the fake one does, with the same
+/// CEL implementation the CRD tests use (kube-cel), so this also checks the fake keeps that promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_policy_is_rejected_at_apply_by_the_crds_cel_rules() {
+    let started = Instant::now();
+    let h = start(Scenario::new("invalid-policy").controllers(vec![])).await;
+    let invalid = include_str!("../kind/invalid-policy.yaml");
+    let err = h.apply_policy(invalid).await.expect_err("the API server accepted minReplicas 5 > maxReplicas 2");
+    let foresight_e2e::harness::HarnessError::Kube { source: kube::Error::Api(status), .. } = &err else {
+        panic!("expected an API error, got {err}");
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"), "{status:?}");
+    for rule in ["minReplicas must not be greater than maxReplicas", "scaleUpAbove must be greater than scaleDownBelow"]
+    {
+        assert!(status.message.contains(rule), "the error does not name {rule:?}: {}", status.message);
+    }
+    let policies: kube::Api<foresight::api::ScalingPolicy> = kube::Api::namespaced(h.client.clone(), "invalid-policy");
+    assert!(policies.get_opt("invalid").await.expect("get").is_none(), "the rejected policy was stored");
+
+    // The same policy made valid is accepted: the rules reject the mistakes, not the policy.
+    let fixed = invalid.replace("minReplicas: 5", "minReplicas: 1").replace("scaleUpAbove: 30", "scaleUpAbove: 80");
+    h.apply_policy(&fixed).await.expect("the corrected policy is accepted");
+    done(&h, started);
+}

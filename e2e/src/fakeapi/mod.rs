@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Known simplifications are documented in the module that makes them: [`patch`] (strategic merge),
-//! [`ownership`] (apply), [`schema`] (no CEL), [`admission`] (few built-in rules), [`ops`] (namespace deletion,
+//! [`ownership`] (apply), [`schema`] (structural subset), [`admission`] (few built-in rules; CEL via kube-cel, ratcheting per rule), [`ops`] (namespace deletion,
 //! no garbage collector). Beyond those:
 //! * JSON (and YAML) only: protobuf/CBOR bodies get 415, so kubectl's imperative generators
 //!   (`kubectl create deployment`, `kubectl run`) fail; `kubectl create/apply -f`, `scale`, `patch`, `get` work.

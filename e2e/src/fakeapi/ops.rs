@@ -178,7 +178,7 @@ pub fn create(
         map.remove("status");
     }
     set_type_meta(spec, version, &mut obj);
-    admit(spec, version, &name, &mut obj)?;
+    admit(spec, version, &name, &mut obj, None)?;
     let owners = match owners {
         Some(mut o) => {
             o.prune(&obj);
@@ -301,7 +301,7 @@ pub fn update(
         meta.remove("managedFields");
     }
     set_type_meta(spec, version, &mut obj);
-    admit(spec, version, name, &mut obj)?;
+    admit(spec, version, name, &mut obj, Some(&old))?;
     if spec.has_generation
         && sub == Sub::Main
         && without_meta(&obj, spec.status_subresource) != without_meta(&old, spec.status_subresource)

@@ -3,8 +3,27 @@
 //! resources are registered from a `CustomResourceDefinition` object exactly as kube-apiserver does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use kube::core::cel::CompiledSchema;
 use serde_json::Value;
+
+/// The CEL `x-kubernetes-validations` of one version's schema, compiled once when the CRD is registered
+/// (kube-apiserver compiles them at CRD registration too). Equal only to itself.
+#[derive(Clone)]
+pub struct CelRules(pub Arc<CompiledSchema>);
+
+impl PartialEq for CelRules {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for CelRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CelRules(..)")
+    }
+}
 
 /// Where `/scale` reads and writes in the underlying object (JSON paths in the CRD form, `.spec.replicas`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +92,8 @@ pub struct ApiResourceSpec {
     pub custom: bool,
     /// Per-version structural schemas (`openAPIV3Schema`) of a custom resource: pruning, defaulting, validation.
     pub schemas: BTreeMap<String, Value>,
+    /// Per-version compiled CEL rules of a custom resource, enforced on every write like the schema.
+    pub cel: BTreeMap<String, CelRules>,
     /// Fields usable in `fieldSelector` besides `metadata.name` and `metadata.namespace`: (label, JSON path).
     pub selectable_fields: Vec<(String, String)>,
     /// Extra `kubectl get` columns.
@@ -98,6 +119,7 @@ impl ApiResourceSpec {
             allow_unconditional_update: true,
             custom: false,
             schemas: BTreeMap::new(),
+            cel: BTreeMap::new(),
             selectable_fields: Vec::new(),
             printer_columns: Vec::new(),
         }
@@ -288,6 +310,8 @@ pub fn spec_from_crd(crd: &Value) -> Result<ApiResourceSpec, CrdError> {
         spec.versions.push(vname.to_string());
         if let Some(schema) = version.pointer("/schema/openAPIV3Schema") {
             spec.schemas.insert(vname.to_string(), schema.clone());
+            let rules = CelRules(Arc::new(kube::core::cel::compile_schema(schema)));
+            spec.cel.insert(vname.to_string(), rules);
         }
         let subresources = version.get("subresources");
         if subresources.and_then(|s| s.get("status")).is_some() {
