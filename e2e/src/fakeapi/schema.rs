@@ -1,8 +1,9 @@
 //! What kube-apiserver does with a custom resource's structural schema (`openAPIV3Schema`) on every write:
 //! prune unknown fields, apply `default`s, and validate types, `required`, `enum`, bounds, lengths, `pattern`.
 //!
-//! Not modelled: CEL rules (`x-kubernetes-validations`), `format`, `minProperties`/`maxProperties`,
-//! list-type uniqueness (`x-kubernetes-list-type`). A controller that depends on those must be tested elsewhere.
+//! CEL rules (`x-kubernetes-validations`) are enforced next to this, in [`super::admission`].
+//! Not modelled: `format`, `minProperties`/`maxProperties`, list-type uniqueness (`x-kubernetes-list-type`).
+//! A controller that depends on those must be tested elsewhere.
 
 use serde_json::{Map, Value};
 
