@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # The kind suite: a real cluster, real Prometheus (kubelet/cAdvisor + kube-state-metrics), the Helm chart, and
-# the same e2e scenarios the local suite runs against the fake API server. Needs docker, kind, kubectl, helm.
+# the same e2e scenarios the local suite runs against the fake API server. Needs docker, kind, kubectl, helm,
+# cargo, and Prometheus on this machine (apt-installed when missing, as scripts/test.sh does).
 # It cannot run on machines without a container engine; CI runs it from .github/workflows/e2e-kind.yml.
+#
+# Two loops run against the cluster:
+#   1. The Helm-installed controller, the real demo app, the cluster's Prometheus (cAdvisor, kube-state-metrics):
+#      the chart and the whole in-cluster path, watching only the demo namespace.
+#   2. The Rust scenario suite (e2e/tests/scenarios.rs) with FORESIGHT_E2E_KUBECONFIG set: the real API server
+#      (CEL, /scale, resourceVersion conflicts, watches, Leases, Events) replaces the fake one; the workload
+#      simulator, a local Prometheus scraping it and the foresight processes run on this machine, as they do
+#      locally, so outages, backfilled history and leader failover are under the test's control. Each scenario
+#      uses its own namespace, which the installed controller does not watch.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLUSTER=${KIND_CLUSTER_NAME:-foresight-e2e}
@@ -32,9 +42,11 @@ helm upgrade --install prometheus prometheus-community/prometheus --version "$PR
   --set prometheus-node-exporter.enabled=false \
   --set server.global.scrape_interval=5s --set server.persistentVolume.enabled=false
 
-echo "== Foresight"
+echo "== Foresight (watching the demo namespace only; the scenarios bring their own controllers)"
+kubectl apply -f examples/demo/namespace.yaml
 helm upgrade --install foresight charts/foresight -n foresight-system --create-namespace --wait --timeout 3m \
   --set image.repository=foresight --set image.tag=e2e --set image.pullPolicy=Never \
+  --set 'watchNamespaces={foresight-demo}' \
   --set prometheus.address=http://prometheus-server.monitoring.svc:80
 
 echo "== CEL validation on a real API server"
@@ -47,10 +59,6 @@ grep -q "scaleUpAbove must be greater than scaleDownBelow" <<<"$out" || { echo "
 echo "rejected as expected: $out"
 
 echo "== closed loop on the real cluster: the demo app under a load cycle"
-# The Rust scenario suite (e2e/tests/scenarios.rs) drives a simulated workload whose metrics are served on the
-# test machine's loopback, which the cluster's Prometheus cannot scrape; on kind the same loop is closed by the
-# real demo app, real cAdvisor and kube-state-metrics, and the Helm-installed controller.
-kubectl apply -f examples/demo/namespace.yaml
 kubectl apply -f examples/demo/deployment.yaml -f examples/demo/service.yaml
 kubectl -n foresight-demo rollout status deployment/demo-app --timeout=3m
 kubectl apply -f examples/demo/policy.yaml
@@ -79,4 +87,12 @@ wait_for "a ScaledUp event" 60 scaled_up_event
 wait_for "the scale in status.history" 60 history_recorded
 echo "scaled up: $(kubectl -n foresight-demo get sp demo-app -o jsonpath='{.status.history[0].reason}')"
 kubectl -n foresight-demo get sp
+
+echo "== the e2e scenarios against the real API server"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+FORESIGHT_E2E_KUBECONFIG="$KUBECONFIG" cargo test -p foresight-e2e --locked --test scenarios -- --nocapture
 echo "kind suite passed"

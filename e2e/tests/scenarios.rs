@@ -3,7 +3,7 @@
 //!
 //! Durations are short (interval 2 s, `for` 10 s, cooldowns 15 s, 5 s start-up) so the whole file runs in a few
 //! minutes. Every wait is bounded; on failure the harness prints the timeline and the controller's log tail.
-//! Run with `--test-threads=1`: each scenario starts its own Prometheus and controller processes.
+//! Scenarios run in parallel: each has its own namespace, Prometheus and controller processes.
 
 use std::time::{Duration, Instant};
 

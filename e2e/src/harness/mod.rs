@@ -449,6 +449,18 @@ impl Drop for Harness {
         for controller in &mut self.controllers {
             controller.kill();
         }
+        // On a real cluster the scenario's namespace (and its Deployment's pods) would outlive the test;
+        // deleting it without waiting keeps a reused cluster clean. The fake API server simply goes away.
+        if matches!(self._api, Api_::Cluster) {
+            let deleted = std::process::Command::new(kubectl())
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(["delete", "namespace", &self.scenario.namespace, "--wait=false", "--ignore-not-found"])
+                .output();
+            if let Err(e) = deleted {
+                eprintln!("could not delete namespace {}: {e}", self.scenario.namespace);
+            }
+        }
     }
 }
 
