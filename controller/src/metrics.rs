@@ -2,8 +2,11 @@
 //!
 //! Label values are bounded: result and reason are error categories, direction is up/down, namespace/policy/
 //! metric name come from policy objects (one series per policy), and the Prometheus address has its
-//! credentials and query string removed. No Debug text ever becomes a label.
+//! credentials and query string removed. No Debug text ever becomes a label. A deleted policy's series are
+//! removed (see [`ReconcileObserver::forgotten`]), so policy churn does not grow the exposition forever.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
@@ -94,6 +97,16 @@ pub struct Metrics {
     circuit_state: Family<AddressLabels, Gauge>,
     policies_managed: Gauge,
     leader: Gauge,
+    /// The per-metric and per-direction series each policy has created, so they can all be removed with it
+    /// (a `Family` cannot be searched by a partial label set).
+    series: Mutex<HashMap<(String, String), PolicySeries>>,
+}
+
+#[derive(Default)]
+struct PolicySeries {
+    metrics: HashSet<MetricLabels>,
+    thresholds: HashSet<ThresholdLabels>,
+    scales: HashSet<ScaleLabels>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +140,7 @@ impl Metrics {
             policies_managed: Gauge::default(),
             leader: Gauge::default(),
             registry: Registry::default(),
+            series: Mutex::default(),
         };
         registry.register("reconciles", "Reconciles by result (success or the error category)", m.reconciles.clone());
         registry.register(
@@ -178,6 +192,11 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    fn series(&self, namespace: &str, name: &str, record: impl FnOnce(&mut PolicySeries)) {
+        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        record(series.entry((namespace.to_string(), name.to_string())).or_default());
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -212,6 +231,9 @@ impl ReconcileObserver for Metrics {
             match &reading.value {
                 Ok(v) => {
                     self.metric_value.get_or_create(&l).set(*v);
+                    self.series(namespace, name, |s| {
+                        s.metrics.insert(l);
+                    });
                 }
                 Err(_) => {
                     self.metric_value.remove(&l);
@@ -233,6 +255,9 @@ impl ReconcileObserver for Metrics {
         for (metric, bound, value) in bounds {
             let l = ThresholdLabels { namespace: namespace.into(), policy: name.into(), metric, bound: bound.into() };
             self.threshold.get_or_create(&l).set(value);
+            self.series(namespace, name, |s| {
+                s.thresholds.insert(l);
+            });
         }
         match forecast {
             Some(Forecast::Ready { peak, error, .. }) => {
@@ -249,6 +274,29 @@ impl ReconcileObserver for Metrics {
     fn scaled(&self, namespace: &str, name: &str, direction: &'static str) {
         let l = ScaleLabels { namespace: namespace.into(), policy: name.into(), direction: direction.into() };
         self.scale_actions.get_or_create(&l).inc();
+        self.series(namespace, name, |s| {
+            s.scales.insert(l);
+        });
+    }
+
+    fn forgotten(&self, namespace: &str, name: &str) {
+        let labels = policy_labels(namespace, name);
+        for family in [&self.current, &self.desired] {
+            family.remove(&labels);
+        }
+        for family in [&self.forecast, &self.forecast_error] {
+            family.remove(&labels);
+        }
+        let removed = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(series) = removed {
+            series.metrics.iter().for_each(|l| _ = self.metric_value.remove(l));
+            series.thresholds.iter().for_each(|l| _ = self.threshold.remove(l));
+            series.scales.iter().for_each(|l| _ = self.scale_actions.remove(l));
+        }
     }
 
     fn policies_managed(&self, count: usize) {
@@ -354,6 +402,28 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains(r#"query_errors_total{reason="success"}"#));
+    }
+
+    #[test]
+    fn a_deleted_policys_series_are_removed_and_others_kept() {
+        let m = Metrics::new();
+        let forecast = Forecast::Ready { peak: 120.0, samples: 50, error: 0.1 };
+        for name in ["web", "api"] {
+            m.evaluated("shop", name, &policy(), &rec(Ok(86.0)), Some(&forecast));
+            m.scaled("shop", name, "up");
+        }
+        m.forgotten("shop", "web");
+        let text = m.encode().expect("encodes");
+        assert!(!text.contains(r#"policy="web""#), "series of the deleted policy remain:\n{text}");
+        for line in [
+            r#"foresight_scale_actions_total{namespace="shop",policy="api",direction="up"} 1"#,
+            r#"foresight_policy_current_replicas{namespace="shop",policy="api"} 2"#,
+            r#"foresight_policy_metric_value{namespace="shop",policy="api",metric="cpu"} 86.0"#,
+            r#"foresight_policy_metric_threshold{namespace="shop",policy="api",metric="cpu",bound="scale_up"} 70.0"#,
+            r#"foresight_policy_forecast{namespace="shop",policy="api"} 120.0"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl ReconcileObserver for Latencies {
     fn evaluated(&self, _: &str, _: &str, _: &Policy, _: &Recommendation, _: Option<&Forecast>) {}
     fn scaled(&self, _: &str, _: &str, _: &'static str) {}
     fn policies_managed(&self, _: usize) {}
+    fn forgotten(&self, _: &str, _: &str) {}
 }
 
 fn rss_kib() -> Option<u64> {

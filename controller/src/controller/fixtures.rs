@@ -447,6 +447,40 @@ async fn a_scale_whose_status_write_failed_is_recorded_once_by_the_next_reconcil
 }
 
 #[tokio::test]
+async fn a_deleted_policy_is_forgotten_with_its_metric_series() {
+    let sp = policy();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let answer = sp.clone();
+    let script = tokio::spawn(async move {
+        let mut api = ApiServerVerifier(handle);
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        api.expect(Method::PATCH, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
+        api.expect_status_patch(&answer).await;
+        api.expect_event().await;
+    });
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ctx = Context::new(client, Sources::Fixed(cpu_at(&sp, 90.0)), Some("http://prometheus.test:9090".into()), "p")
+        .with_clock(Arc::new(now))
+        .with_telemetry(metrics.clone());
+    let ctx = Arc::new(ctx);
+    reconcile(Arc::new(sp), ctx.clone()).await.expect("reconciled");
+    tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("script passed");
+    let exported = |text: String| text.contains(r#"foresight_policy_current_replicas{namespace="shop",policy="web"}"#);
+    assert!(exported(metrics.encode().expect("encodes")), "the evaluated policy is exported");
+
+    // Still in the watch store: kept.
+    let key = ("shop".to_string(), "web".to_string());
+    assert_eq!(ctx.prune(&std::collections::HashSet::from([key])), 0);
+    assert!(exported(metrics.encode().expect("encodes")));
+    // Deleted (gone from the store): forgotten once, series and all.
+    assert_eq!(ctx.prune(&std::collections::HashSet::new()), 1);
+    let text = metrics.encode().expect("encodes");
+    assert!(!text.contains(r#"policy="web""#), "the deleted policy's series remain:\n{text}");
+    assert_eq!(ctx.prune(&std::collections::HashSet::new()), 0);
+}
+
+#[tokio::test]
 async fn a_standby_replica_sends_nothing() {
     let sp = policy();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();

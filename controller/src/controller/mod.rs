@@ -21,7 +21,7 @@ pub mod target;
 mod fixtures;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc, Mutex,
@@ -94,6 +94,8 @@ pub trait ReconcileObserver: Send + Sync {
     fn scaled(&self, namespace: &str, name: &str, direction: &'static str);
     /// How many policies the controller watches.
     fn policies_managed(&self, count: usize);
+    /// A policy was deleted: drop whatever was kept about it.
+    fn forgotten(&self, namespace: &str, name: &str);
 }
 
 /// An observer that drops everything.
@@ -105,6 +107,7 @@ impl ReconcileObserver for NoopReconcileObserver {
     fn evaluated(&self, _: &str, _: &str, _: &Policy, _: &Recommendation, _: Option<&Forecast>) {}
     fn scaled(&self, _: &str, _: &str, _: &'static str) {}
     fn policies_managed(&self, _: usize) {}
+    fn forgotten(&self, _: &str, _: &str) {}
 }
 
 /// The clock, replaceable in tests.
@@ -128,6 +131,8 @@ pub struct Context {
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
     /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
     predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
+    /// Every policy reconciled since it was last pruned: what [`Context::prune`] compares with the stores.
+    seen: Mutex<HashSet<(String, String)>>,
 }
 
 impl Context {
@@ -148,6 +153,7 @@ impl Context {
             pending: Mutex::default(),
             stores: Mutex::default(),
             predictors: Mutex::default(),
+            seen: Mutex::default(),
         }
     }
 
@@ -227,6 +233,20 @@ impl Context {
         lock(&self.failures).remove(key);
         lock(&self.pending).remove(key);
         lock(&self.predictors).remove(key);
+        lock(&self.seen).remove(key);
+        self.telemetry.forgotten(&key.0, &key.1);
+    }
+
+    /// Forgets every policy reconciled before that is not in `live` (the keys in the watch stores), and
+    /// returns how many. kube-runtime does not call `reconcile` for a deleted object, so without this a
+    /// deleted policy's failure count, fitted forecaster and metric series would stay for the process's life.
+    pub fn prune(&self, live: &HashSet<(String, String)>) -> usize {
+        let gone: Vec<(String, String)> = lock(&self.seen).iter().filter(|k| !live.contains(*k)).cloned().collect();
+        for key in &gone {
+            tracing::debug!(namespace = %key.0, name = %key.1, "forgetting a deleted policy");
+            self.forget(key);
+        }
+        gone.len()
     }
 }
 
@@ -266,6 +286,7 @@ pub async fn reconcile(sp: Arc<ScalingPolicy>, ctx: Arc<Context>) -> Result<Acti
 }
 
 async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    lock(&ctx.seen).insert(observe::object_key(sp));
     let interval = sp.spec.interval.map(|d| d.std()).unwrap_or(DEFAULT_INTERVAL).max(Duration::from_secs(1));
     if !ctx.is_leader() {
         return Ok(Action::requeue(interval));
@@ -387,8 +408,10 @@ pub async fn run(
         async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(15)).await;
-                let count = lock(&ctx.stores).iter().map(Store::len).sum();
-                ctx.telemetry.policies_managed(count);
+                let stores = lock(&ctx.stores).clone();
+                ctx.telemetry.policies_managed(stores.iter().map(Store::len).sum());
+                let live = stores.iter().flat_map(Store::state).map(|sp| observe::object_key(&sp)).collect();
+                ctx.prune(&live);
             }
         }
     };

@@ -74,9 +74,11 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
         clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
     });
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let exporter = Arc::new(foresight::metrics::Metrics::new());
     let ctx = Arc::new(
         Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "controller-loop-test")
-            .with_clock(clock),
+            .with_clock(clock)
+            .with_telemetry(exporter.clone()),
     );
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -138,6 +140,16 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     assert_eq!(deployments.get("web").await.expect("deployment").spec.and_then(|s| s.replicas), Some(3));
     let limited = later.conditions.iter().find(|c| c.type_ == "ScalingLimited").expect("ScalingLimited");
     assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "TooManyReplicas"));
+
+    // Deleted, the policy's series leave /metrics at the next prune (every 15 s) instead of staying forever.
+    let series = r#"foresight_policy_current_replicas{namespace="shop",policy="web"} 3"#;
+    assert!(exporter.encode().expect("encodes").contains(series));
+    policies.delete("web", &Default::default()).await.expect("delete policy");
+    eventually("the deleted policy's series to leave /metrics", Duration::from_secs(40), || {
+        let text = exporter.encode().expect("encodes");
+        async move { !text.contains(r#"policy="web""#) }
+    })
+    .await;
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
