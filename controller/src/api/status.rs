@@ -36,6 +36,11 @@ pub struct ScalingPolicyStatus {
     /// Changes of the target's replicas, newest first, by Foresight or by someone else (external).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// A change of replicas Foresight is making: written before the /scale patch and moved into history
+    /// after it. It outlives that moment only if the controller stopped in between; the next evaluation then
+    /// records it as Foresight's scale if the target has the announced replicas, and drops it otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_scale: Option<HistoryEntry>,
     /// Recent replica recommendations (one entry per change of value), used by the stabilization windows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<RecommendationRecord>,

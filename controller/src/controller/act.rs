@@ -1,9 +1,18 @@
 //! Act: patch the target's `/scale` when the decision differs (and Foresight may), then write status and
 //! publish events.
 //!
-//! The scale patch comes first: a history entry is only written for a change the API server accepted. If the
-//! status write fails after a successful scale, the entry is kept in the context and written by the next
-//! reconcile, so the change is neither lost nor mistaken for someone else's.
+//! A scale is recorded in two steps, so that it survives a controller that stops half-way (a crash, a lost
+//! node, a failed status write) without living in process memory:
+//!
+//! ```text
+//!   1. status.pendingScale = the history entry      (merge patch on /status; fails → no scale, retry)
+//!   2. PATCH /scale (resourceVersion precondition)  (fails → the next evaluation drops the pending entry)
+//!   3. status: history += entry, pendingScale cleared, conditions, events
+//! ```
+//!
+//! Stopped between 2 and 3, the next evaluation finds the target at the announced replicas and records the
+//! entry as Foresight's own (cooldowns count from it; it is not taken for someone else's change) and publishes
+//! its event; see [`report::settle_pending`].
 
 use jiff::Timestamp;
 use kube::{
@@ -46,19 +55,11 @@ pub async fn act(
     rec: &Recommendation,
 ) -> Result<(), Error> {
     let mode = mode(sp);
-    let mut scaled = false;
-    if rec.desired != rec.current && mode == Mode::Active {
-        if !ctx.is_leader() {
-            // Leadership was lost during this evaluation: stop before touching anything.
-            return Ok(());
-        }
-        target::patch_scale(&obs.api, &sp.spec.target_ref, rec.desired, obs.scale.resource_version.as_deref()).await?;
-        scaled = true;
-        let direction = if rec.desired > rec.current { "up" } else { "down" };
-        let (ns, name) = object_key(sp);
-        ctx.telemetry.scaled(&ns, &name, direction);
+    let scale = rec.desired != rec.current && mode == Mode::Active;
+    if scale && !ctx.is_leader() {
+        // Leadership was lost during this evaluation: stop before touching anything.
+        return Ok(());
     }
-
     let outcome = Outcome {
         now: obs.now,
         generation: sp.metadata.generation,
@@ -68,24 +69,45 @@ pub async fn act(
         forecast: obs.forecast.as_ref(),
         external: obs.external.clone(),
         mode,
-        scaled,
+        scaled: scale,
     };
     let new = report::next_status(old, &outcome);
-    if scaled {
-        ctx.remember_pending(sp, new.history.first().cloned());
+    // What the API server holds once step 1 is done: the base of the final status patch, so that it clears
+    // pendingScale.
+    let mut stored = old.clone();
+    if scale {
+        stored.pending_scale = new.history.first().cloned();
+        write_pending(sp, ctx, stored.pending_scale.as_ref()).await?;
+        target::patch_scale(&obs.api, &sp.spec.target_ref, rec.desired, obs.scale.resource_version.as_deref()).await?;
+        let direction = if rec.desired > rec.current { "up" } else { "down" };
+        let (ns, name) = object_key(sp);
+        ctx.telemetry.scaled(&ns, &name, direction);
     }
-    let notices = report::notices(old, &new, &outcome);
-    if let Err(error) = write_status(sp, ctx, old, &new).await {
-        // The scale happened: say so now, the next reconcile writes its history entry but no second event.
-        for notice in notices.iter().filter(|n| n.action == report::SCALE_ACTION) {
-            publish(sp, ctx, notice).await;
-        }
-        return Err(error);
+
+    // The scale's events wait for its history entry: if this write fails, the next evaluation settles the
+    // pending entry and publishes them then, so they are neither lost nor sent twice.
+    write_status(sp, ctx, &stored, &new).await?;
+    if let Some(entry) = &obs.settled {
+        publish(sp, ctx, &report::settled_notice(entry)).await;
     }
-    ctx.remember_pending(sp, None);
-    for notice in &notices {
+    for notice in &report::notices(old, &new, &outcome) {
         publish(sp, ctx, notice).await;
     }
+    Ok(())
+}
+
+/// Step 1 of a scale: announce it in `status.pendingScale` (a merge patch of that field alone).
+async fn write_pending(
+    sp: &ScalingPolicy,
+    ctx: &Context,
+    entry: Option<&crate::api::HistoryEntry>,
+) -> Result<(), Error> {
+    let (ns, name) = object_key(sp);
+    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({ "status": { "pendingScale": entry } });
+    api.patch_status(&name, &target::patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::PatchStatus { source })?;
     Ok(())
 }
 

@@ -196,6 +196,13 @@ async fn high_cpu_patches_scale_then_writes_history_and_an_event() {
     let result = run(sp, source, move |mut api| async move {
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
 
+        // Announced first, so that a controller stopping right after the scale patch loses nothing.
+        let pending = api.expect_status_patch(&answer).await.body;
+        let announced = &pending["status"]["pendingScale"];
+        assert_eq!(pending["status"].as_object().map(|o| o.len()), Some(1), "only pendingScale: {pending}");
+        assert_eq!((announced["from"].clone(), announced["to"].clone()), (json!(2), json!(3)), "{pending}");
+        assert_eq!(announced["policy"], json!("target/cpu"));
+
         let patch = api.expect(Method::PATCH, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
         assert_eq!(patch.body, json!({ "metadata": { "resourceVersion": "7" }, "spec": { "replicas": 3 } }));
         assert!(patch.query.contains("fieldManager=foresight"), "{}", patch.query);
@@ -211,6 +218,8 @@ async fn high_cpu_patches_scale_then_writes_history_and_an_event() {
         assert_eq!(history[0]["metrics"], json!(["cpu=90%"]));
         assert_eq!(history[0]["time"], json!("2024-01-01T00:00:00Z"));
         assert_eq!(status["lastScaleTime"], json!("2024-01-01T00:00:00Z"));
+        assert_eq!(status.get("pendingScale"), Some(&Value::Null), "the merge patch must clear pendingScale");
+        assert_eq!(&history[0], announced, "history records exactly what was announced");
         assert_eq!(status["lastEvaluation"]["metrics"][0]["value"], json!(90.0));
         assert_eq!(status["lastEvaluation"]["proposals"][0]["replicas"], json!(3));
         assert_eq!(status["lastEvaluation"]["decision"], json!("ScaleUp"));
@@ -358,6 +367,7 @@ async fn a_conflicting_scale_patch_writes_no_history_and_fails_for_retry() {
     let answer = sp.clone();
     let result = run(sp, source, move |mut api| async move {
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        api.expect_status_patch(&answer).await;
         let conflict = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
             "message": "the object has been modified" });
         api.expect(Method::PATCH, SCALE_PATH, StatusCode::CONFLICT, conflict).await;
@@ -402,22 +412,24 @@ async fn an_unchanged_evaluation_writes_nothing() {
 
 #[tokio::test]
 async fn a_scale_whose_status_write_failed_is_recorded_once_by_the_next_reconcile() {
-    // Reconcile 1: the scale patch succeeds, the status write gets a 500. Reconcile 2 (same object, status still
-    // empty): the target has the 3 replicas Foresight set, which must be recorded as Foresight's scale, once,
-    // and not as someone else's change.
+    // Reconcile 1: the scale is announced in status.pendingScale, the scale patch succeeds, the final status
+    // write gets a 500 (as if the controller had died there). Reconcile 2 is a fresh controller (new context:
+    // nothing in memory) reading the stored status: the target has the 3 replicas announced, which must be
+    // recorded as Foresight's scale, once, with its event, and not as someone else's change.
     let sp = policy();
     let answer = sp.clone();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let script = tokio::spawn(async move {
         let mut api = ApiServerVerifier(handle);
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        let stored = api.expect_status_patch(&answer).await.body["status"].clone();
         api.expect(Method::PATCH, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
         let boom = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError",
             "code": 500, "message": "etcd is sad" });
         api.expect(Method::PATCH, STATUS_PATH, StatusCode::INTERNAL_SERVER_ERROR, boom).await;
-        // The scale is announced even though its status write failed.
-        assert_eq!(api.expect_event().await.body["reason"], json!("ScaledUp"));
+        let _ = tx.send(stored);
 
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
         let status = api.expect_status_patch(&answer).await.body["status"].clone();
@@ -425,25 +437,57 @@ async fn a_scale_whose_status_write_failed_is_recorded_once_by_the_next_reconcil
         assert_eq!(history.len(), 1, "{history:?}");
         assert_eq!(history[0]["policy"], json!("target/cpu"));
         assert_eq!((history[0]["from"].clone(), history[0]["to"].clone()), (json!(2), json!(3)));
+        assert_eq!(status.get("pendingScale"), Some(&Value::Null), "settled, so cleared: {status}");
+        assert_eq!(status["lastScaleTime"], history[0]["time"]);
+        assert_eq!(condition(&status, "ReplicaFight")["status"], json!("False"));
+        let event = api.expect_event().await.body;
+        assert_eq!(event["reason"], json!("ScaledUp"));
+        let note = event["note"].as_str().expect("note");
+        assert!(note.starts_with("Scaled up from 2 to 3 at "), "{note}");
         api.expect_nothing_more().await;
     });
     // cpu 60 % against 60 % at 2 replicas would hold; start high so that the first reconcile scales.
     let high = cpu_at(&sp, 90.0);
-    let ctx = Arc::new(
-        Context::new(client, Sources::Fixed(high.clone()), Some("http://prometheus.test:9090".into()), "test-pod")
-            .with_clock(Arc::new(now)),
-    );
-    let first = reconcile(Arc::new(sp.clone()), ctx.clone()).await;
+    let context = |client: Client, source: Arc<InMemorySource>| {
+        Arc::new(
+            Context::new(client, Sources::Fixed(source), Some("http://prometheus.test:9090".into()), "test-pod")
+                .with_clock(Arc::new(now)),
+        )
+    };
+    let first = reconcile(Arc::new(sp.clone()), context(client.clone(), high.clone())).await;
     assert_eq!(first.expect_err("status write failed").category(), "patch_status");
+    let stored = rx.await.expect("the pending status the API server holds");
     // The load has settled at target by the retry.
     let query = promql::query(&sp.spec.metrics[0], Scope::new("shop", &sp.spec.target_ref)).expect("query");
     high.set(
         query,
         (0..=40).map(|i| Sample::new(now() - jiff::SignedDuration::from_secs(15 * (40 - i)), 60.0)).collect(),
     );
-    reconcile(Arc::new(sp), ctx.clone()).await.expect("second reconcile");
-    drop(ctx);
+    reconcile(Arc::new(sp.with_status(stored)), context(client, high)).await.expect("second reconcile");
     tokio::time::timeout(Duration::from_secs(10), script).await.expect("script finished").expect("script passed");
+}
+
+#[tokio::test]
+async fn a_pending_scale_that_never_happened_is_dropped() {
+    // The controller announced 2 -> 3 and stopped before the scale patch: the target still has 2. Nothing
+    // is recorded, neither as Foresight's scale nor as someone else's, and pendingScale is cleared.
+    let sp = policy().with_status(json!({
+        "currentReplicas": 2,
+        "pendingScale": { "time": "2023-12-31T23:59:00Z", "from": 2, "to": 3, "reason": "cpu high", "policy": "target/cpu" }
+    }));
+    let source = cpu_at(&sp, 60.0);
+    let answer = sp.clone();
+    run(sp, source, move |mut api| async move {
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        let body = api.expect_status_patch(&answer).await.body;
+        let status = &body["status"];
+        assert_eq!(status.get("pendingScale"), Some(&Value::Null), "cleared: {body}");
+        assert!(status.get("history").is_none(), "{body}");
+        assert_eq!(status["currentReplicas"], json!(2));
+        api.expect_nothing_more().await;
+    })
+    .await
+    .expect("reconciled");
 }
 
 #[tokio::test]
@@ -455,6 +499,7 @@ async fn a_deleted_policy_is_forgotten_with_its_metric_series() {
     let script = tokio::spawn(async move {
         let mut api = ApiServerVerifier(handle);
         api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(2, "7")).await;
+        api.expect_status_patch(&answer).await;
         api.expect(Method::PATCH, SCALE_PATH, StatusCode::OK, scale(3, "8")).await;
         api.expect_status_patch(&answer).await;
         api.expect_event().await;

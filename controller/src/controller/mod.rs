@@ -47,7 +47,7 @@ use tracing::Instrument;
 pub use error::Error;
 
 use crate::{
-    api::{HistoryEntry, PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
+    api::{PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     predict::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
@@ -127,7 +127,6 @@ pub struct Context {
     pub leader: Arc<AtomicBool>,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
-    pending: Mutex<HashMap<(String, String), HistoryEntry>>,
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
     /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
     predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
@@ -150,7 +149,6 @@ impl Context {
             leader: Arc::new(AtomicBool::new(true)),
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
-            pending: Mutex::default(),
             stores: Mutex::default(),
             predictors: Mutex::default(),
             seen: Mutex::default(),
@@ -197,20 +195,6 @@ impl Context {
         lock(&self.failures).remove(key);
     }
 
-    /// Keeps (or forgets) a history entry of a scale whose status write has not gone through yet.
-    fn remember_pending(&self, sp: &ScalingPolicy, entry: Option<HistoryEntry>) {
-        let key = observe::object_key(sp);
-        let mut pending = lock(&self.pending);
-        match entry {
-            Some(e) => pending.insert(key, e),
-            None => pending.remove(&key),
-        };
-    }
-
-    fn pending(&self, sp: &ScalingPolicy) -> Option<HistoryEntry> {
-        lock(&self.pending).get(&observe::object_key(sp)).cloned()
-    }
-
     /// Whether this policy's forecaster must refit at `now` (and so needs history). A changed rule gets a
     /// new forecaster.
     fn forecast_due(&self, key: &(String, String), rule: &PredictiveRule, now: Timestamp) -> bool {
@@ -231,7 +215,6 @@ impl Context {
     /// Forgets per-object state of a policy that no longer exists.
     pub fn forget(&self, key: &(String, String)) {
         lock(&self.failures).remove(key);
-        lock(&self.pending).remove(key);
         lock(&self.predictors).remove(key);
         lock(&self.seen).remove(key);
         self.telemetry.forgotten(&key.0, &key.1);
@@ -296,11 +279,6 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
     }
     let now = ctx.now();
     let mut old = sp.status.clone().unwrap_or_default();
-    if let Some(entry) = ctx.pending(sp)
-        && old.history.first() != Some(&entry)
-    {
-        old.history.insert(0, entry);
-    }
 
     let policy = match Policy::try_from(&sp.spec) {
         Ok(p) => p,
@@ -311,7 +289,7 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
         }
     };
 
-    let obs = match observe::observe(sp, &policy, &old, ctx, namespace, now).await {
+    let obs = match observe::observe(sp, &policy, &mut old, ctx, namespace, now).await {
         Ok(obs) => obs,
         Err(error) => {
             act::report_failure(sp, ctx, &old, now, error.reason(), &error.to_string()).await;

@@ -39,6 +39,9 @@ pub struct Observation {
     pub forecast: Option<Forecast>,
     /// A change of replicas made by someone else since the last evaluation.
     pub external: Option<HistoryEntry>,
+    /// Foresight's own scale announced in `status.pendingScale` by an earlier reconcile that stopped before it
+    /// recorded it, now found done and recorded (see [`report::settle_pending`]).
+    pub settled: Option<HistoryEntry>,
     /// Status history (plus `external`) as engine events, newest first.
     pub history: Vec<ScaleEvent>,
     pub recommendations: Vec<RecommendationRecord>,
@@ -61,11 +64,12 @@ impl Observation {
     }
 }
 
-/// Reads the target's /scale and the policy's metrics at `now`.
+/// Reads the target's /scale and the policy's metrics at `now`. A scale left pending in `old` is settled
+/// against the target's replicas first (moved into `old.history` when it happened).
 pub async fn observe(
     sp: &ScalingPolicy,
     policy: &Policy,
-    old: &ScalingPolicyStatus,
+    old: &mut ScalingPolicyStatus,
     ctx: &Context,
     namespace: &str,
     now: Timestamp,
@@ -74,6 +78,8 @@ pub async fn observe(
     let resource = ctx.resolver.resolve(&ctx.client, target_ref).await?;
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let scale = target::read_scale(&api, target_ref).await?;
+    let settled = report::settle_pending(old, scale.replicas);
+    let old: &ScalingPolicyStatus = old;
 
     let source = match prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await {
         Ok(config) => ctx.sources.get(&config).map(|s| (s, config.timeout)).map_err(|e| Error::from(e).to_string()),
@@ -111,6 +117,7 @@ pub async fn observe(
         metrics,
         forecast,
         external,
+        settled,
         history,
         recommendations: report::recommendation_records(old),
         consecutive_failures: old.consecutive_metric_failures.max(0) as u32,

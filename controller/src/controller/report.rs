@@ -105,6 +105,35 @@ pub fn detect_external(old: &ScalingPolicyStatus, current: u32, now: Timestamp) 
     })
 }
 
+/// Settles a scale an earlier reconcile announced in `status.pendingScale` but did not record (the controller
+/// stopped, or its status write failed, between the /scale patch and the history entry). If the target has the
+/// announced replicas the patch went through: the entry moves into `old.history` (so cooldowns count from it and
+/// it is not mistaken for someone else's change) and is returned. Otherwise the patch never happened and the
+/// entry is dropped; a count that is neither is someone else's change, which [`detect_external`] reports.
+/// `old.pendingScale` itself is kept, so the next status write (which never carries one) clears it.
+pub fn settle_pending(old: &mut ScalingPolicyStatus, current: u32) -> Option<HistoryEntry> {
+    let pending = old.pending_scale.clone()?;
+    if i64::from(pending.to) != i64::from(current) || old.history.first() == Some(&pending) {
+        return None;
+    }
+    old.history.insert(0, pending.clone());
+    old.last_scale_time = Some(pending.time.clone());
+    Some(pending)
+}
+
+/// The event for a scale recorded by [`settle_pending`]: the reconcile that made it stopped before its events.
+pub fn settled_notice(entry: &HistoryEntry) -> Notice {
+    let (reason, verb) = if entry.to > entry.from { ("ScaledUp", "Scaled up") } else { ("ScaledDown", "Scaled down") };
+    Notice::normal(
+        reason,
+        SCALE_ACTION,
+        format!(
+            "{verb} from {} to {} at {}: {} (recorded by the next evaluation: the one that scaled stopped first)",
+            entry.from, entry.to, entry.time.0, entry.reason
+        ),
+    )
+}
+
 /// Status history as the engine's scale events, newest first.
 pub fn scale_events(history: &[HistoryEntry]) -> Vec<ScaleEvent> {
     history
@@ -166,6 +195,8 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
             .map(|r| RecommendationRecord { time: Time(r.time), replicas: r.replicas as i32 })
             .collect(),
         consecutive_metric_failures: rec.consecutive_failures.min(i32::MAX as u32) as i32,
+        // Settled or dropped by this evaluation (see `settle_pending`); a new scale's is written separately.
+        pending_scale: None,
     };
     status.conditions = conditions::compute(&old.conditions, &observed(o, &status), o.generation, o.now);
     status
