@@ -114,6 +114,8 @@ def test_deployment_defaults() -> None:
         "--leader-election=true",
         f"--lease-name={RELEASE}-foresight-leader",
         "--lease-namespace=$(POD_NAMESPACE)",
+        "--lease-duration=15s",
+        "--lease-renew-before=5s",
         "--metrics-address=0.0.0.0:8080",
         "--log-format=json",
         "--log-level=info",
@@ -175,6 +177,15 @@ def test_log_settings_and_tuning_reach_the_flags() -> None:
     assert "--query-timeout=1500ms" in c["args"]
     assert "--metrics-address=[::]:9000" in c["args"]
     assert c["ports"][0]["containerPort"] == 9000
+
+
+def test_lease_timing_reaches_the_flags_and_bad_values_are_refused() -> None:
+    c = render({"controller": {"leaderElection": {"leaseDuration": "1m", "renewBefore": "20s"}}}).container()
+    assert "--lease-duration=1m" in c["args"]
+    assert "--lease-renew-before=20s" in c["args"]
+    for bad in ("1500ms", "0s", "soon"):
+        with pytest.raises(helm.HelmError, match="leaseDuration"):
+            render({"controller": {"leaderElection": {"leaseDuration": bad}}})
 
 
 def test_without_leader_election_no_lease_flags() -> None:

@@ -47,6 +47,13 @@ pub struct RunArgs {
     /// Namespace of the leader Lease. Default: $POD_NAMESPACE, else "default".
     #[arg(long, env = "FORESIGHT_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// How long the Lease is valid without renewal: a standby takes over at most this long after the leader
+    /// dies. Whole seconds, as the Lease stores it.
+    #[arg(long, env = "FORESIGHT_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_seconds)]
+    pub lease_duration: Duration,
+    /// How long before the Lease expires the leader renews it; must be shorter than --lease-duration.
+    #[arg(long, env = "FORESIGHT_LEASE_RENEW_BEFORE", default_value = "5s", value_parser = parse_lease_seconds)]
+    pub lease_renew_before: Duration,
     /// This replica's identity in the Lease and in Events. Default: the host name.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -75,10 +82,29 @@ impl RunArgs {
         self.lease_namespace.clone().or(pod_namespace).filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
     }
 
+    /// The Lease timing, checked: the renewal must come before the expiry.
+    pub fn lease_timing(&self) -> anyhow::Result<(u64, u64)> {
+        let (duration, grace) = (self.lease_duration.as_secs(), self.lease_renew_before.as_secs());
+        anyhow::ensure!(
+            grace < duration,
+            "--lease-renew-before ({grace}s) must be shorter than --lease-duration ({duration}s)"
+        );
+        Ok((duration, grace))
+    }
+
     /// This replica's identity: the flag, else the host name, else "foresight".
     pub fn identity(&self) -> String {
         self.pod_name.clone().filter(|n| !n.is_empty()).or_else(hostname).unwrap_or_else(|| "foresight".into())
     }
+}
+
+/// A duration of at least one whole second (a Lease counts in seconds).
+fn parse_lease_seconds(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!("{text}: a lease time is a whole number of seconds, at least 1s"));
+    }
+    Ok(d)
 }
 
 fn hostname() -> Option<String> {
@@ -119,7 +145,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let election = if args.leader_election {
         let namespace = args.lease_namespace(std::env::var("POD_NAMESPACE").ok());
         tracing::info!(%namespace, lease = %args.lease_name, %identity, "campaigning for leadership");
-        let config = leader::LeaseConfig::new(namespace, args.lease_name.clone(), identity.clone());
+        let (duration_seconds, grace_seconds) = args.lease_timing()?;
+        let config = leader::LeaseConfig {
+            duration_seconds,
+            grace_seconds,
+            ..leader::LeaseConfig::new(namespace, args.lease_name.clone(), identity.clone())
+        };
         Some(leader::start(client, &config, leader, metrics.clone()).await?)
     } else {
         None
@@ -194,6 +225,8 @@ mod tests {
             ("leader_election", "FORESIGHT_LEADER_ELECTION"),
             ("lease_name", "FORESIGHT_LEASE_NAME"),
             ("lease_namespace", "FORESIGHT_LEASE_NAMESPACE"),
+            ("lease_duration", "FORESIGHT_LEASE_DURATION"),
+            ("lease_renew_before", "FORESIGHT_LEASE_RENEW_BEFORE"),
             ("pod_name", "POD_NAME"),
             ("metrics_address", "FORESIGHT_METRICS_ADDRESS"),
             ("log_format", "FORESIGHT_LOG_FORMAT"),
@@ -217,6 +250,20 @@ mod tests {
         assert_eq!(args.query_timeout, Duration::from_secs(5));
         assert_eq!(args.lease_namespace(None), "default");
         assert_eq!(args.lease_namespace(Some("foresight-system".into())), "foresight-system");
+        assert_eq!(args.lease_timing().expect("valid"), (leader::LEASE_DURATION_SECONDS, leader::LEASE_GRACE_SECONDS));
+    }
+
+    #[test]
+    fn lease_timing_is_flags_in_whole_seconds_with_renewal_before_expiry() {
+        let args = parse(&["--lease-duration", "30s", "--lease-renew-before", "10s"]);
+        assert_eq!(args.lease_timing().expect("valid"), (30, 10));
+        let late = parse(&["--lease-duration", "10s", "--lease-renew-before", "10s"]);
+        let error = late.lease_timing().expect_err("renewal at expiry");
+        assert!(error.to_string().contains("must be shorter than --lease-duration"), "{error}");
+        for bad in ["1500ms", "0s", "soon"] {
+            let parsed = Cli::try_parse_from(["foresight", "run", "--lease-duration", bad]);
+            assert!(parsed.is_err(), "--lease-duration {bad} was accepted");
+        }
     }
 
     #[test]
