@@ -172,22 +172,22 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
     }
     let step_secs = trace.step as f64;
     let mut notes = Vec::new();
-    let mut policy_copy = policy.policy.clone();
-    // The simulated cluster defines what one replica serves, so the predictive rule provisions for that.
-    if let Some(rule) = policy_copy.predictive.as_mut() {
+    // The simulated replica serves `capacity`; the policy says one replica serves capacityPerReplica. Request
+    // rates are reported in the policy's units (see signals::Observation::rate_scale), so its rules keep theirs.
+    if let Some(rule) = policy.policy.predictive.as_ref() {
         let kind = policy.policy.metric(&rule.metric).map(|m| m.kind);
         if matches!(kind, Some(MetricKind::RequestRate | MetricKind::Query)) {
-            let per_second = capacity / step_secs;
             notes.push(format!(
-                "predictive capacityPerReplica {} replaced by the simulated capacity {per_second:.4}/s per replica",
-                rule.capacity_per_replica
+                "request rates are reported in the policy's units: one replica serves {} (capacityPerReplica), \
+                 {:.4} of the trace's units per second",
+                rule.capacity_per_replica,
+                capacity / step_secs
             ));
-            rule.capacity_per_replica = per_second;
         }
     }
     let mut strategies = vec![Strategy::Policy {
         name: policy.name.clone(),
-        policy: Box::new(policy_copy),
+        policy: Box::new(policy.policy.clone()),
         starting_pods_at_zero: opts.starting_pods_at_zero,
     }];
     for b in &opts.compare {

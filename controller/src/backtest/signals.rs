@@ -2,7 +2,8 @@
 //! metrics-server and Prometheus would report them.
 //!
 //! With `u = load / (ready x capacity)`: cpu = memory = 100 x min(u, 1) % (a saturated pod cannot use more
-//! than its CPU); requestRate = query = load per second; errorRate = the load beyond ready capacity, as a
+//! than its CPU); requestRate = query = load per second, in the policy's units (see [`Observation::rate_scale`]);
+//! errorRate = the load beyond ready capacity, as a
 //! fraction of the load; latency = 0.05 s / (1 - min(u, 0.99)), an M/M/1-like curve that is 50 ms when idle
 //! and grows steeply near saturation. With no ready pod there is no pod to measure: cpu, memory and latency
 //! get no sample (and go stale), while the request counters still count.
@@ -33,6 +34,12 @@ pub struct Observation {
     pub capacity: f64,
     /// The trace's step in seconds (load / step = load per second).
     pub step_secs: f64,
+    /// Multiplier from load per second to the policy's request-rate units. A predictive rule on a request rate
+    /// says what one replica serves (`capacityPerReplica`); the simulated replica serves `capacity`, so the
+    /// rate is reported as if the trace had been recorded in the policy's units, and every rule on it (the
+    /// forecast and an AverageValue target alike) means what it would mean in the user's cluster. 1 when the
+    /// policy has no such rule.
+    pub rate_scale: f64,
 }
 
 impl Observation {
@@ -45,7 +52,7 @@ impl Observation {
         let ready_capacity = f64::from(self.ready) * self.capacity;
         let u = if self.ready == 0 { f64::INFINITY } else { self.load / ready_capacity };
         match kind {
-            MetricKind::RequestRate | MetricKind::Query => Some(per_second),
+            MetricKind::RequestRate | MetricKind::Query => Some(per_second * self.rate_scale),
             MetricKind::ErrorRate => {
                 Some(if self.load > 0.0 { (self.load - ready_capacity).max(0.0) / self.load } else { 0.0 })
             }
@@ -148,7 +155,7 @@ mod tests {
     use super::*;
 
     fn obs(load: f64, ready: u32, requested: u32) -> Observation {
-        Observation { load, ready, requested, capacity: 100.0, step_secs: 60.0 }
+        Observation { load, ready, requested, capacity: 100.0, step_secs: 60.0, rate_scale: 1.0 }
     }
 
     #[test]

@@ -271,6 +271,16 @@ fn run_engine(
     let mut failures = 0u32;
 
     // The forecast sees the predictive metric at its own step, never the future.
+    // Request rates in the policy's units: what one replica serves by the predictive rule's reckoning.
+    let rate_scale = policy
+        .predictive
+        .as_ref()
+        .filter(|rule| {
+            matches!(policy.metric(&rule.metric).map(|m| m.kind), Some(MetricKind::RequestRate | MetricKind::Query))
+        })
+        .map(|rule| rule.capacity_per_replica / (setup.capacity / setup.step_secs))
+        .filter(|scale| scale.is_finite() && *scale > 0.0)
+        .unwrap_or(1.0);
     let mut predictor = policy.predictive.as_ref().map(|rule| {
         let kind = policy.metric(&rule.metric).map(|m| m.kind).unwrap_or(MetricKind::Query);
         let step = (rule.step.as_secs() as i64).max(setup.tick_secs);
@@ -287,6 +297,7 @@ fn run_engine(
                 requested: run.cluster.requested(),
                 capacity: setup.capacity,
                 step_secs: setup.step_secs,
+                rate_scale,
             };
             signals.observe(now, &obs);
             let stamp = Timestamp::from_second(now).unwrap_or(Timestamp::UNIX_EPOCH);

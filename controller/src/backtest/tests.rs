@@ -294,3 +294,20 @@ fn a_forecast_scales_ahead_of_a_daily_rise_that_a_reactive_policy_trails() {
         r.scores.violation_minutes
     );
 }
+
+#[test]
+fn request_rates_are_in_the_policys_units_so_an_average_value_target_means_what_it_says() {
+    // The policy's own units: one replica serves 50 req/s (capacityPerReplica); its target keeps 40 req/s per
+    // replica, 80 % of one. The simulated replica serves 100 per 60 s trace step. Eight replicas' worth of load
+    // must end at ceil(8 / 0.8) = 10 replicas, whatever the trace's units.
+    let mut p = PolicyBuilder::new(1, 20)
+        .predictive("rps", 50.0, engine::policy::PredictiveMode::Scale)
+        .target("rps", MetricKind::RequestRate, 40.0)
+        .no_cooldowns()
+        .build();
+    p.targets[0].kind = TargetKind::AverageValue;
+    let o = run(&setup(vec![800.0; 40]), &policy(p));
+    assert_eq!(o.scores.max_replicas, 10, "{:?}", o.events);
+    assert_eq!(o.events.last().map(|e| e.2), Some(10), "{:?}", o.events);
+    assert_eq!(o.scores.violation_minutes, 0.0);
+}
