@@ -83,7 +83,7 @@ pub struct BacktestArgs {
     /// The HPA baseline's CPU target, percent.
     #[arg(long, default_value_t = 70.0)]
     pub hpa_target: f64,
-    /// Write timeline.csv, plot.svg and plot.png here.
+    /// Write timeline.csv, plot.svg and plot.png here (and worst-day.svg/png for traces over two days).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Let the policy see CPU and memory averaged over all requested pods with starting pods at 0 % (like a
@@ -162,8 +162,8 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
         backtest::output::write_timeline(&dir.join("timeline.csv"), &plan.setup, &trace.times, &outcomes)?;
         let title = format!("{} on {}", named.name, file_name(trace_path));
-        backtest::plot::write(dir, &title, &plan.setup, &outcomes)?;
-        eprintln!("wrote {}/timeline.csv, plot.svg and plot.png", dir.display());
+        let plots = backtest::plot::write(dir, &title, &plan.setup, &outcomes)?;
+        eprintln!("wrote {}/timeline.csv, {}", dir.display(), plots.join(", "));
     }
     Ok(())
 }

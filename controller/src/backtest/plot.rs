@@ -5,8 +5,12 @@
 //! lowest ready capacity in it, so a violation never disappears in the downsampling. The SVG has a title,
 //! axis labels and a legend. The PNG has the same lines without any text: plotters would need system fonts
 //! (fontconfig) to rasterize text, and the plot should render anywhere.
+//!
+//! Months of trace in 1,500 columns show the shape of the whole run but not a single scale-up. For traces longer
+//! than two days a second plot (`worst-day.svg`, `worst-day.png`) zooms in on the 24 hours in which the policy
+//! left the most load unserved (or, if it never did, the 24 hours with the highest load), at full resolution.
 
-use std::path::Path;
+use std::{ops::Range, path::Path};
 
 use plotters::{coord::Shift, prelude::*};
 
@@ -31,20 +35,28 @@ struct Data {
     capacity: Vec<(String, Vec<f64>)>,
     /// The first strategy's scale actions: (hours, capacity after, up).
     events: Vec<(f64, f64, bool)>,
+    min_x: f64,
     max_x: f64,
     max_y: f64,
 }
 
-fn data(setup: &Setup, outcomes: &[Outcome]) -> Data {
-    let n = setup.loads.len().max(1);
+/// The series over the ticks in `range`, with x in hours since the trace start.
+fn data(setup: &Setup, outcomes: &[Outcome], range: Range<usize>) -> Data {
+    let range = range.start.min(setup.loads.len())..range.end.min(setup.loads.len());
+    let n = range.len().max(1);
     let per = n.div_ceil(COLUMNS).max(1);
     let hours = |k: usize| (k as f64 * setup.tick_secs as f64) / 3600.0;
     let mut x = Vec::new();
     let mut load = Vec::new();
-    for (c, chunk) in setup.loads.chunks(per).enumerate() {
-        x.push(hours(c * per));
+    for (c, chunk) in setup.loads[range.clone()].chunks(per).enumerate() {
+        x.push(hours(range.start + c * per));
         load.push(chunk.iter().copied().fold(0.0, f64::max));
     }
+    // Tick intervals [from, to) of the whole run, clipped to the range and counted from its start.
+    let clip = |from: usize, to: usize| {
+        let (a, b) = (from.max(range.start), to.min(range.end));
+        (a < b).then(|| (a - range.start, b - range.start))
+    };
     let capacity = outcomes
         .iter()
         .map(|o| {
@@ -53,32 +65,68 @@ fn data(setup: &Setup, outcomes: &[Outcome]) -> Data {
             let mut prev_tick = 0usize;
             // Each change holds until the next one: apply it to every column it covers.
             for (i, ch) in o.timeline.iter().enumerate() {
-                if i > 0 {
-                    fill(&mut cols, prev_tick, ch.tick, per, f64::from(prev_ready) * setup.capacity);
+                if i > 0
+                    && let Some((a, b)) = clip(prev_tick, ch.tick)
+                {
+                    fill(&mut cols, a, b, per, f64::from(prev_ready) * setup.capacity);
                 }
                 prev_ready = ch.ready;
                 prev_tick = ch.tick;
             }
-            if !o.timeline.is_empty() {
-                fill(&mut cols, prev_tick, n, per, f64::from(prev_ready) * setup.capacity);
+            if !o.timeline.is_empty()
+                && let Some((a, b)) = clip(prev_tick, setup.loads.len())
+            {
+                fill(&mut cols, a, b, per, f64::from(prev_ready) * setup.capacity);
             }
             let cols: Vec<f64> = cols.into_iter().map(|v| if v.is_finite() { v } else { 0.0 }).collect();
             (o.scores.name.clone(), cols)
         })
         .collect::<Vec<_>>();
+    let (first, last) = (setup.time(range.start), setup.time(range.end.saturating_sub(1)));
     let events = outcomes
         .first()
         .map(|o| {
             o.events
                 .iter()
+                .filter(|(t, ..)| (first..=last).contains(t))
                 .map(|&(t, from, to)| ((t - setup.start) as f64 / 3600.0, f64::from(to) * setup.capacity, to > from))
                 .collect()
         })
         .unwrap_or_default();
-    let max_x = hours(n.saturating_sub(1)).max(1e-3);
+    let min_x = hours(range.start);
+    let max_x = hours(range.end.saturating_sub(1)).max(min_x + 1e-3);
     let max_y =
         load.iter().chain(capacity.iter().flat_map(|(_, c)| c.iter())).copied().fold(0.0, f64::max).max(1e-9) * 1.05;
-    Data { x, load, capacity, events, max_x, max_y }
+    Data { x, load, capacity, events, min_x, max_x, max_y }
+}
+
+/// The `window` ticks in which `outcome` left the most load unserved (load above its ready capacity), or, if
+/// it never did, those with the highest load. `None` when the run is not longer than two windows (the whole
+/// plot already shows it at a readable scale) or has no timeline.
+pub fn worst_window(setup: &Setup, outcome: &Outcome, window: usize) -> Option<Range<usize>> {
+    let n = setup.loads.len();
+    if window == 0 || n <= 2 * window || outcome.timeline.is_empty() {
+        return None;
+    }
+    let mut excess = vec![0.0; n];
+    let mut changes = outcome.timeline.iter().peekable();
+    let mut ready = 0u32;
+    for (k, (load, excess)) in setup.loads.iter().zip(excess.iter_mut()).enumerate() {
+        while let Some(ch) = changes.next_if(|ch| ch.tick <= k) {
+            ready = ch.ready;
+        }
+        *excess = (load - f64::from(ready) * setup.capacity).max(0.0);
+    }
+    let score: &[f64] = if excess.iter().any(|e| *e > 0.0) { &excess } else { &setup.loads };
+    let mut sum: f64 = score[..window].iter().sum();
+    let (mut best, mut best_start) = (sum, 0);
+    for start in 1..=n - window {
+        sum += score[start + window - 1] - score[start - 1];
+        if sum > best + 1e-9 {
+            (best, best_start) = (sum, start);
+        }
+    }
+    Some(best_start..best_start + window)
 }
 
 /// Lowers each column covered by ticks [from, to) to at most `value`.
@@ -92,20 +140,38 @@ fn fill(cols: &mut [f64], from: usize, to: usize, per: usize, value: f64) {
     }
 }
 
-/// Writes `plot.svg` and `plot.png` into `dir`.
-pub fn write(dir: &Path, title: &str, setup: &Setup, outcomes: &[Outcome]) -> Result<(), BacktestError> {
-    let d = data(setup, outcomes);
-    let svg = dir.join("plot.svg");
-    let png = dir.join("plot.png");
+/// Writes `plot.svg` and `plot.png` into `dir`, and for a trace longer than two days `worst-day.svg` and
+/// `worst-day.png` (see [`worst_window`]). Returns the names of the files written.
+pub fn write(dir: &Path, title: &str, setup: &Setup, outcomes: &[Outcome]) -> Result<Vec<String>, BacktestError> {
+    let mut written = Vec::new();
+    draw_files(dir, "plot", title, &data(setup, outcomes, 0..setup.loads.len()))?;
+    written.extend(["plot.svg".to_string(), "plot.png".to_string()]);
+    let day = (86_400 / setup.tick_secs.max(1)) as usize;
+    if let Some(first) = outcomes.first()
+        && let Some(range) = worst_window(setup, first, day)
+    {
+        let d = data(setup, outcomes, range.clone());
+        let what = if first.scores.violation_minutes > 0.0 { "most unserved load" } else { "highest load" };
+        let zoom =
+            format!("{title}: the day with the {what} for {} (hours {:.0}-{:.0})", first.scores.name, d.min_x, d.max_x);
+        draw_files(dir, "worst-day", &zoom, &d)?;
+        written.extend(["worst-day.svg".to_string(), "worst-day.png".to_string()]);
+    }
+    Ok(written)
+}
+
+fn draw_files(dir: &Path, stem: &str, title: &str, d: &Data) -> Result<(), BacktestError> {
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
     let fail = |p: &Path, e: String| BacktestError::Write { path: p.display().to_string(), reason: e };
     {
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(&root, &d, Some(title)).map_err(|e| fail(&svg, e))?;
+        draw(&root, d, Some(title)).map_err(|e| fail(&svg, e))?;
         root.present().map_err(|e| fail(&svg, e.to_string()))?;
     }
     {
         let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        draw(&root, &d, None).map_err(|e| fail(&png, e))?;
+        draw(&root, d, None).map_err(|e| fail(&png, e))?;
         root.present().map_err(|e| fail(&png, e.to_string()))?;
     }
     Ok(())
@@ -121,7 +187,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Data, title: Opti
     if let Some(t) = title {
         builder.caption(t, ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(70);
     }
-    let mut chart = builder.build_cartesian_2d(0.0..d.max_x, 0.0..d.max_y).map_err(e)?;
+    let mut chart = builder.build_cartesian_2d(d.min_x..d.max_x, 0.0..d.max_y).map_err(e)?;
     if title.is_some() {
         chart
             .configure_mesh()

@@ -311,3 +311,39 @@ fn request_rates_are_in_the_policys_units_so_an_average_value_target_means_what_
     assert_eq!(o.events.last().map(|e| e.2), Some(10), "{:?}", o.events);
     assert_eq!(o.scores.violation_minutes, 0.0);
 }
+
+/// Four days at one replica's worth of load, with ten replicas' worth for 100 minutes from `jump` (a tick).
+fn four_days_with_a_burst(jump: usize) -> Setup {
+    let day = 5760; // 15 s ticks
+    setup((0..4 * day).map(|k| if (jump..jump + 400).contains(&k) { 1000.0 } else { 100.0 }).collect())
+}
+
+#[test]
+fn the_zoomed_plot_shows_the_day_with_the_most_unserved_load() {
+    let jump = 3 * 5760 + 100;
+    let s = four_days_with_a_burst(jump);
+    let reactive = run(&s, &policy(rps_target()));
+    assert!(reactive.scores.violation_minutes > 0.0, "the burst outruns the start-up delay");
+    let window = plot::worst_window(&s, &reactive, 5760).expect("a four-day run gets a zoomed plot");
+    assert_eq!(window.len(), 5760);
+    assert!(window.contains(&jump) && window.contains(&(jump + 4)), "{window:?} misses the burst at {jump}");
+
+    // Without unserved load (the oracle), the day with the highest load.
+    let oracle = run(&s, &Strategy::Oracle);
+    assert_eq!(oracle.scores.violation_minutes, 0.0);
+    let window = plot::worst_window(&s, &oracle, 5760).expect("zoom");
+    assert!(window.contains(&jump) && window.contains(&(jump + 399)), "{window:?}");
+
+    // A run of two days or less is readable as it is.
+    assert_eq!(plot::worst_window(&step_up(), &reactive, 5760), None);
+
+    let dir = std::env::temp_dir().join(format!("foresight-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let written = plot::write(&dir, "burst", &s, &[reactive, oracle]).expect("plots");
+    let zoom = std::fs::read_to_string(dir.join("worst-day.svg")).unwrap_or_default();
+    let png = std::fs::metadata(dir.join("worst-day.png")).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(written, ["plot.svg", "plot.png", "worst-day.svg", "worst-day.png"]);
+    assert!(zoom.contains("the day with the most unserved load for policy"), "worst-day.svg has no such title");
+    assert!(png > 1000, "worst-day.png is {png} bytes");
+}
