@@ -2,9 +2,9 @@
 //! actions marked (green up, red down).
 //!
 //! Long traces are bucketed to about 1,500 columns: each column shows the highest load and each strategy's
-//! lowest ready capacity in it, so a violation never disappears in the downsampling. The SVG has a title,
-//! axis labels and a legend. The PNG has the same lines without any text: plotters would need system fonts
-//! (fontconfig) to rasterize text, and the plot should render anywhere.
+//! lowest ready capacity in it, so a violation never disappears in the downsampling. Both the SVG and the PNG
+//! have a title, axis labels and a legend; the PNG's text is rasterized with DejaVu Sans embedded in the binary,
+//! so it needs no fontconfig or system fonts.
 //!
 //! Months of trace in 1,500 columns show the shape of the whole run but not a single scale-up. For traces longer
 //! than two days a second plot (`worst-day.svg`, `worst-day.png`) zooms in on the 24 hours in which the policy
@@ -101,7 +101,7 @@ fn data(setup: &Setup, outcomes: &[Outcome], range: Range<usize>) -> Data {
 }
 
 /// The `window` ticks in which `outcome` left the most load unserved (load above its ready capacity), or, if
-/// it never did, those with the highest load. `None` when the run is not longer than two windows (the whole
+/// it never did, those with the highest load, centred on that load. `None` when the run is not longer than two windows (the whole
 /// plot already shows it at a readable scale) or has no timeline.
 pub fn worst_window(setup: &Setup, outcome: &Outcome, window: usize) -> Option<Range<usize>> {
     let n = setup.loads.len();
@@ -126,7 +126,17 @@ pub fn worst_window(setup: &Setup, outcome: &Outcome, window: usize) -> Option<R
             (best, best_start) = (sum, start);
         }
     }
-    Some(best_start..best_start + window)
+    // The best window is the first to hold the whole episode, which leaves it at the right edge: centre the
+    // window on the episode's centre of mass instead.
+    let part = &score[best_start..best_start + window];
+    let mass: f64 = part.iter().sum();
+    let centre = if mass > 0.0 {
+        best_start + (part.iter().enumerate().map(|(i, v)| i as f64 * v).sum::<f64>() / mass).round() as usize
+    } else {
+        best_start + window / 2
+    };
+    let start = centre.saturating_sub(window / 2).min(n - window);
+    Some(start..start + window)
 }
 
 /// Lowers each column covered by ticks [from, to) to at most `value`.
@@ -138,6 +148,17 @@ fn fill(cols: &mut [f64], from: usize, to: usize, per: usize, value: f64) {
     for c in cols.iter_mut().take(b + 1).skip(a) {
         *c = c.min(value);
     }
+}
+
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif", once per process.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+                .map_err(|_| "the embedded DejaVu Sans font could not be read".to_string())
+        })
+        .clone()
 }
 
 /// Writes `plot.svg` and `plot.png` into `dir`, and for a trace longer than two days `worst-day.svg` and
@@ -164,14 +185,16 @@ fn draw_files(dir: &Path, stem: &str, title: &str, d: &Data) -> Result<(), Backt
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let fail = |p: &Path, e: String| BacktestError::Write { path: p.display().to_string(), reason: e };
+    // Both backends lay text out with the registered font.
+    register_font().map_err(|e| fail(&svg, e))?;
     {
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(&root, d, Some(title)).map_err(|e| fail(&svg, e))?;
+        draw(&root, d, title).map_err(|e| fail(&svg, e))?;
         root.present().map_err(|e| fail(&svg, e.to_string()))?;
     }
     {
         let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        draw(&root, d, None).map_err(|e| fail(&png, e))?;
+        draw(&root, d, title).map_err(|e| fail(&png, e))?;
         root.present().map_err(|e| fail(&png, e.to_string()))?;
     }
     Ok(())
@@ -179,54 +202,78 @@ fn draw_files(dir: &Path, stem: &str, title: &str, d: &Data) -> Result<(), Backt
 
 const COLORS: [RGBColor; 6] = [BLUE, ORANGE, PURPLE, GREEN, CYAN, MAGENTA];
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Data, title: Option<&str>) -> Result<(), String> {
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &Data, title: &str) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
-    let mut builder = ChartBuilder::on(root);
-    builder.margin(20);
-    if let Some(t) = title {
-        builder.caption(t, ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(70);
-    }
-    let mut chart = builder.build_cartesian_2d(d.min_x..d.max_x, 0.0..d.max_y).map_err(e)?;
-    if title.is_some() {
-        chart
-            .configure_mesh()
-            .x_desc("hours since trace start")
-            .y_desc("load per trace step")
-            .light_line_style(GREY.mix(0.15))
-            .draw()
-            .map_err(e)?;
-    } else {
-        chart.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(e)?;
-    }
-    let load = chart
-        .draw_series(LineSeries::new(d.x.iter().copied().zip(d.load.iter().copied()), BLACK.stroke_width(2)))
+    let mut chart = ChartBuilder::on(root)
+        .margin(20)
+        .caption(title, ("sans-serif", 22))
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(d.min_x..d.max_x, 0.0..d.max_y)
         .map_err(e)?;
-    if title.is_some() {
-        load.label("load").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    }
+    chart
+        .configure_mesh()
+        .x_desc("hours since trace start")
+        .y_desc("load per trace step")
+        .light_line_style(GREY.mix(0.15))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(d.x.iter().copied().zip(d.load.iter().copied()), BLACK.stroke_width(2)))
+        .map_err(e)?
+        .label("load")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     for (i, (name, cap)) in d.capacity.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let series = chart
+        chart
             .draw_series(LineSeries::new(d.x.iter().copied().zip(cap.iter().copied()), color.stroke_width(1)))
-            .map_err(e)?;
-        if title.is_some() {
-            series
-                .label(format!("{name} ready capacity"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
+            .map_err(e)?
+            .label(format!("{name} ready capacity"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart
         .draw_series(d.events.iter().map(|&(x, y, up)| Circle::new((x, y), 2, if up { GREEN } else { RED }.filled())))
         .map_err(e)?;
-    if title.is_some() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
-    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_png_has_its_title_without_system_fonts() {
+        register_font().expect("the embedded font registers");
+        let d = Data {
+            x: vec![0.0, 1.0],
+            load: vec![1.0, 2.0],
+            capacity: vec![("policy".into(), vec![2.0, 2.0])],
+            events: vec![],
+            min_x: 0.0,
+            max_x: 1.0,
+            max_y: 3.0,
+        };
+        let (w, h) = (800u32, 400u32);
+        let ink_in_title_band = |title: &str| {
+            let mut pixels = vec![0u8; (w * h * 3) as usize];
+            {
+                let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+                draw(&root, &d, title).expect("draws");
+                root.present().expect("presents");
+            }
+            // The caption sits in the top margin, above the plotting area: count dark pixels there.
+            pixels[..(w * 45 * 3) as usize].chunks(3).filter(|p| p.iter().all(|c| *c < 100)).count()
+        };
+        let with_text = ink_in_title_band("web-predictive on nyc_taxi.csv");
+        let blank = ink_in_title_band("");
+        assert!(with_text > 200 + blank, "title band: {with_text} dark pixels with a title, {blank} without");
+    }
 }

@@ -327,6 +327,8 @@ fn the_zoomed_plot_shows_the_day_with_the_most_unserved_load() {
     let window = plot::worst_window(&s, &reactive, 5760).expect("a four-day run gets a zoomed plot");
     assert_eq!(window.len(), 5760);
     assert!(window.contains(&jump) && window.contains(&(jump + 4)), "{window:?} misses the burst at {jump}");
+    let middle = (window.start + window.end) / 2;
+    assert!(middle.abs_diff(jump) < 60, "the burst at {jump} is not in the middle of {window:?}");
 
     // Without unserved load (the oracle), the day with the highest load.
     let oracle = run(&s, &Strategy::Oracle);
