@@ -2,7 +2,7 @@
 //!
 //! The shared flag is what every reconcile checks before it writes. It is cleared the moment the lease manager
 //! reports the lease lost, so a deposed replica stops patching at once; a standby that acquires the lease sets
-//! it and starts reconciling on each policy's next requeue.
+//! it, and the reconcile loop then evaluates every policy at once (see `controller::run`).
 
 use std::sync::{
     Arc,

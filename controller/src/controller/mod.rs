@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Status writes do not change the generation, so Foresight's own writes never trigger a reconcile; time does
-//! (requeue after `spec.interval`). Only the leader reconciles: a standby requeues without reading or writing.
+//! (requeue after `spec.interval`). Only the leader reconciles: a standby requeues without reading or writing,
+//! and the moment it becomes the leader it reconciles every policy rather than waiting for each requeue.
 
 pub mod act;
 pub mod conditions;
@@ -52,6 +53,9 @@ use crate::{
     predict::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
 };
+
+/// How often the reconcile loop checks whether this replica has just become the leader.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(500);
 
 /// The first retry after a failed reconcile; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(5);
@@ -354,6 +358,9 @@ pub async fn run(
     };
     let mut loops = Vec::new();
     let mut stores = Vec::new();
+    // A standby requeues each policy after its interval without evaluating it. When it becomes the leader it
+    // re-evaluates every policy at once rather than up to one interval later.
+    let (gained, _) = tokio::sync::broadcast::channel::<()>(4);
     // One controller per namespace: each has its own store, so one namespace's re-list never drops another's.
     for api in apis {
         let (reader, writer) = reflector::store::<ScalingPolicy>();
@@ -363,8 +370,18 @@ pub async fn run(
             .reflect(writer)
             .applied_objects()
             .predicate_filter(change_key, Default::default());
+        let leadership_gained = futures::stream::unfold(gained.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(()) => return Some(((), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
         let controller = Controller::for_stream(stream, reader)
             .with_config(controller::Config::default().concurrency(options.concurrency))
+            .reconcile_all_on(leadership_gained)
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|_| std::future::ready(()));
@@ -393,10 +410,26 @@ pub async fn run(
             }
         }
     };
+    let leadership = {
+        let ctx = ctx.clone();
+        async move {
+            let mut was_leader = ctx.is_leader();
+            loop {
+                tokio::time::sleep(LEADERSHIP_POLL).await;
+                let is_leader = ctx.is_leader();
+                if is_leader && !was_leader {
+                    tracing::info!("became the leader: evaluating every policy now");
+                    let _ = gained.send(());
+                }
+                was_leader = is_leader;
+            }
+        }
+    };
     let all = join_all(loops);
     tokio::select! {
         _ = all => {}
         _ = async { readiness.await; counting.await } => {}
+        _ = leadership => {}
     }
 }
 

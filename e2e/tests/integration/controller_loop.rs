@@ -224,3 +224,62 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_evaluates_every_policy_at_once_not_an_interval_later() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = testkit::api_server();
+    let client = server.client();
+    let (_deployments, policies) = testkit::web_deployment(&server, 2).await;
+    // A 10-minute interval: a standby that only waits for its requeue would not evaluate within this test.
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
+            "targetRef": { "name": "web" },
+            "maxReplicas": 3,
+            "interval": "10m",
+            "metrics": [ { "name": "cpu", "cpu": {} } ],
+            "policies": { "target": [ { "metric": "cpu", "value": 50 } ] }
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    let clock_start = t(30 * 60);
+    let clock: controller::Clock = Arc::new(move || {
+        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
+    });
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let leader = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "standby")
+            .with_clock(clock)
+            .with_leader(leader.clone()),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 4 };
+    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
+        let _ = stopped.await;
+    }));
+    eventually("the watch to sync", WAIT, || {
+        let ready = ready.clone();
+        async move { ready.load(Ordering::SeqCst) }
+    })
+    .await;
+
+    // As a standby it has seen the policy and requeued it for 10 minutes without evaluating it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(policies.get("web").await.expect("policy").status.is_none(), "a standby wrote status");
+
+    leader.store(true, Ordering::SeqCst);
+    eventually("the new leader to evaluate the policy", Duration::from_secs(10), || {
+        let policies = policies.clone();
+        async move { policies.get("web").await.ok().and_then(|p| p.status).is_some_and(|s| s.last_evaluation.is_some()) }
+    })
+    .await;
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+}
