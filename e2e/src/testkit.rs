@@ -1,9 +1,19 @@
 //! Shared setup of the controller-level tests (real reconcile loop, fake API server, real Prometheus): a
-//! namespace `shop` with the ScalingPolicy kind and a Deployment `web`, CPU history for it, bounded waits.
+//! namespace `shop` with the ScalingPolicy kind and a Deployment `web`, CPU history for it, a clock over that
+//! history, the reconcile loop in the background, bounded waits.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use foresight::api::ScalingPolicy;
+use foresight::{
+    api::ScalingPolicy,
+    controller::{self, Clock, Context, RunOptions},
+};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -15,6 +25,60 @@ use crate::{
 
 /// The namespace every controller-level test works in.
 pub const NAMESPACE: &str = "shop";
+
+/// Where the tests' backfilled histories start: Monday 2024-01-01T00:00:00Z, in Unix seconds.
+pub const T0: i64 = 1_704_067_200;
+
+/// [`T0`] plus `offset_seconds`.
+pub fn t(offset_seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
+}
+
+/// A controller clock that reads `start` now and runs at real speed, so that the controller's range queries
+/// land on history backfilled around `start`.
+pub fn clock_from(start: Timestamp) -> Clock {
+    let started = Instant::now();
+    Arc::new(move || start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO))
+}
+
+/// `foresight::controller::run` in the background, until [`RunningController::stop`].
+pub struct RunningController {
+    /// Set once every watch has listed its policies.
+    pub ready: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the reconcile loop over `namespaces` (empty: all).
+pub fn spawn_controller(ctx: Arc<Context>, namespaces: &[&str], concurrency: u16) -> RunningController {
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunOptions { namespaces: namespaces.iter().map(|n| n.to_string()).collect(), concurrency };
+    let task = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
+        let _ = stopped.await;
+    }));
+    RunningController { ready, stop, task }
+}
+
+impl RunningController {
+    /// Waits (up to `timeout`) until every watch has listed its policies.
+    pub async fn synced(&self, timeout: Duration) {
+        eventually("the watch to sync", timeout, || {
+            let ready = self.ready.clone();
+            async move { ready.load(Ordering::SeqCst) }
+        })
+        .await;
+    }
+
+    /// Shuts the loop down and fails the test unless it stops within 10 s.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("controller stops on shutdown")
+            .expect("joined");
+    }
+}
 
 /// A fake API server with namespace `shop` and the ScalingPolicy kind (with its status subresource).
 pub fn api_server() -> FakeApiServer {

@@ -4,9 +4,8 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use foresight_e2e::prometheus::{OpenMetricsBuilder, PromServer, every};
+use foresight_e2e::testkit::T0;
 use jiff::Timestamp;
-
-const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 
 /// The `foresight` binary next to this test's target directory, built first if missing.
 fn foresight() -> PathBuf {

@@ -3,35 +3,26 @@
 //! circuit breaker opens, and everything recovers when Prometheus returns.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use foresight::{
     api::ScalingPolicy,
-    controller::{self, Context, RunOptions, Sources},
+    controller::{Context, Sources},
     source::{BreakerConfig, CircuitState, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
     prometheus::PromServer,
-    testkit::{self, eventually},
+    testkit::{self, eventually, t},
 };
-use jiff::Timestamp;
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
 use kube::api::Api;
 use serde_json::json;
 
-const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 const WAIT: Duration = Duration::from_secs(20);
 const STEP: Duration = Duration::from_secs(15);
 const POINTS: usize = 240; // one hour
-
-fn t(offset_seconds: i64) -> Timestamp {
-    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
-}
 
 /// Deployment `web` in `shop`: 2 pods at 0.35 cores of 0.5 requested (70 % CPU) for an hour.
 fn history() -> String {
@@ -75,11 +66,7 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
     )
     .await;
 
-    let started = Instant::now();
-    let clock_start = t(30 * 60);
-    let clock: controller::Clock = Arc::new(move || {
-        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
-    });
+    let clock = testkit::clock_from(t(30 * 60));
     let breaker = BreakerConfig { failure_threshold: 2, cool_off: Duration::from_secs(1) };
     let pool = Arc::new(SourcePool::new(breaker, Arc::new(NoopObserver)));
     let ctx = Arc::new(
@@ -87,12 +74,7 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
             .with_clock(clock)
             .with_query_timeout(Duration::from_millis(500)),
     );
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 2 };
-    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
-        let _ = stopped.await;
-    }));
+    let running = testkit::spawn_controller(ctx, &["shop"], 2);
 
     eventually("metrics to be read", WAIT, || async {
         condition(&policies, "MetricsAvailable").await == Some(("True".into(), "MetricsRead".into()))
@@ -138,8 +120,7 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
     assert_eq!(status.consecutive_metric_failures, 0);
     // 70 % at 4 replicas against 70 %: on target, so the fallback's replicas are kept, not undone at once.
     assert_eq!(replicas(&deployments).await, Some(4));
-    assert!(ready.load(Ordering::SeqCst));
+    assert!(running.ready.load(Ordering::SeqCst));
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+    running.stop().await;
 }

@@ -10,31 +10,25 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use foresight::{
     api::ScalingPolicy,
-    controller::{self, Context, RunOptions, Sources},
+    controller::{Context, Sources},
     source::{BreakerConfig, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
     prometheus::PromServer,
-    testkit::{self, eventually},
+    testkit::{self, eventually, t},
 };
-use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 const WAIT: Duration = Duration::from_secs(15);
 const STEP: Duration = Duration::from_secs(15);
 const POINTS: usize = 240; // one hour
-
-fn t(offset_seconds: i64) -> Timestamp {
-    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
-}
 
 /// Deployment `web` in `shop`: 4 pods at 0.35 cores of 0.5 requested (70 % CPU) for an hour.
 fn history() -> String {
@@ -68,11 +62,7 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     )
     .await;
 
-    let started = Instant::now();
-    let clock_start = t(30 * 60);
-    let clock: controller::Clock = Arc::new(move || {
-        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
-    });
+    let clock = testkit::clock_from(t(30 * 60));
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
     let exporter = Arc::new(foresight::metrics::Metrics::new());
     let ctx = Arc::new(
@@ -80,18 +70,8 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
             .with_clock(clock)
             .with_telemetry(exporter.clone()),
     );
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 4 };
-    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
-        let _ = stopped.await;
-    }));
-
-    eventually("the watch to sync", WAIT, || {
-        let ready = ready.clone();
-        async move { ready.load(Ordering::SeqCst) }
-    })
-    .await;
+    let running = testkit::spawn_controller(ctx, &["shop"], 4);
+    running.synced(WAIT).await;
 
     // 70 % against a target of 50 % at 2 replicas asks for 3 (= maxReplicas).
     eventually("the Deployment to reach 3 replicas", WAIT, || {
@@ -151,8 +131,7 @@ async fn a_policy_scales_a_deployment_up_on_high_cpu_and_records_it() {
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,12 +176,7 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
 
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
     let ctx = Arc::new(Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "crd-test"));
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { namespaces: vec![], concurrency: 2 };
-    let run = tokio::spawn(controller::run(ctx, options, ready, async {
-        let _ = stopped.await;
-    }));
+    let running = testkit::spawn_controller(ctx, &[], 2);
 
     eventually("the Widget to reach 2 replicas", WAIT, || {
         let widgets = widgets.clone();
@@ -221,8 +195,7 @@ async fn a_custom_resource_with_scale_is_resolved_through_discovery_and_scaled()
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,11 +218,7 @@ async fn a_new_leader_evaluates_every_policy_at_once_not_an_interval_later() {
         }),
     )
     .await;
-    let started = Instant::now();
-    let clock_start = t(30 * 60);
-    let clock: controller::Clock = Arc::new(move || {
-        clock_start + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or(jiff::SignedDuration::ZERO)
-    });
+    let clock = testkit::clock_from(t(30 * 60));
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
     let leader = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(
@@ -257,17 +226,8 @@ async fn a_new_leader_evaluates_every_policy_at_once_not_an_interval_later() {
             .with_clock(clock)
             .with_leader(leader.clone()),
     );
-    let ready = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = RunOptions { namespaces: vec!["shop".into()], concurrency: 4 };
-    let run = tokio::spawn(controller::run(ctx, options, ready.clone(), async {
-        let _ = stopped.await;
-    }));
-    eventually("the watch to sync", WAIT, || {
-        let ready = ready.clone();
-        async move { ready.load(Ordering::SeqCst) }
-    })
-    .await;
+    let running = testkit::spawn_controller(ctx, &["shop"], 4);
+    running.synced(WAIT).await;
 
     // As a standby it has seen the policy and requeued it for 10 minutes without evaluating it.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -280,6 +240,5 @@ async fn a_new_leader_evaluates_every_policy_at_once_not_an_interval_later() {
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("controller stops on shutdown").expect("joined");
+    running.stop().await;
 }

@@ -18,13 +18,12 @@ use foresight::{
 };
 use foresight_e2e::{
     prometheus::{OpenMetricsBuilder, PromServer, every},
-    testkit,
+    testkit::{self, T0},
 };
 use jiff::Timestamp;
 use serde_json::json;
 
 const DAY: i64 = 86_400;
-const T0: i64 = 1_704_067_200; // Monday 2024-01-01T00:00:00Z
 const STEP: Duration = Duration::from_secs(60);
 const CAPACITY: f64 = 100.0; // req/s per replica
 const LOOKAHEAD: i64 = 15 * 60;

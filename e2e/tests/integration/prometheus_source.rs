@@ -8,19 +8,15 @@ use foresight::source::{
     PrometheusSource, QueryObserver, Sample, SourceError,
 };
 use foresight_e2e::prometheus::{DelayProxy, OpenMetricsBuilder, PromServer, StaticHttpServer, every};
+use foresight_e2e::testkit::{T0, t};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 const POINTS: usize = 480; // two hours at 15 s
 const STEP: Duration = Duration::from_secs(15);
-
-fn t(offset_seconds: i64) -> Timestamp {
-    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
-}
 
 /// - `queue_depth{queue="orders"}` = 100 + i (one series)
 /// - `inflight{pod="a"}` = i and `inflight{pod="b"}` = 2i (two series)

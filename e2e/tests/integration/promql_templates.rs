@@ -9,18 +9,13 @@ use foresight::api::spec::{CounterMetric, LatencyMetric, Metric, QueryMetric, Re
 use foresight::promql::{self, Scope};
 use foresight::source::{MetricsSource, PrometheusConfig, PrometheusSource};
 use foresight_e2e::prometheus::{OpenMetricsBuilder, PromServer, every};
-use jiff::Timestamp;
+use foresight_e2e::testkit::t;
 use std::time::Duration;
 
-const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 const POINTS: usize = 120; // 30 minutes at 15 s
 const STEP: Duration = Duration::from_secs(15);
 const PODS: [&str; 4] = ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb", "web-7c9f8d6b5-ccccc", "web-7c9f8d6b5-ddddd"];
 const MI: f64 = 1024.0 * 1024.0;
-
-fn t(offset_seconds: i64) -> Timestamp {
-    Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
-}
 
 /// Per pod of `web`: 0.35 cores of 0.5 requested (70 %), 300 Mi of 500 Mi (60 %), 20 requests/s of which 1 is a
 /// 500 and 1 a 404 (5 % errors), and 100 requests per 15 s with 90 at most 100 ms, 99 at most 500 ms, all at
