@@ -173,6 +173,25 @@ pub struct SimState {
 }
 
 impl SimState {
+    /// No pods yet; the load profile's clock starts `config.started_ago` before `now`.
+    fn new(config: SimConfig, now: Instant) -> Self {
+        let epoch = now.checked_sub(config.started_ago).unwrap_or(now);
+        SimState {
+            config,
+            started: now,
+            epoch,
+            profile_rebased: None,
+            extra_error_fraction: 0.0,
+            replicas: 0,
+            pods: Vec::new(),
+            serial: 0,
+            load: 0.0,
+            timeline: Vec::new(),
+            api_errors: 0,
+            last_status: None,
+        }
+    }
+
     fn profile_time(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.profile_rebased.unwrap_or(self.epoch))
     }
@@ -239,22 +258,7 @@ impl Simulator {
     pub async fn start(client: kube::Client, config: SimConfig) -> Result<Self, SimError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(SimError::BindMetrics)?;
         let addr = listener.local_addr().map_err(SimError::BindMetrics)?;
-        let now = Instant::now();
-        let epoch = now.checked_sub(config.started_ago).unwrap_or(now);
-        let state = Arc::new(Mutex::new(SimState {
-            config,
-            started: now,
-            epoch,
-            profile_rebased: None,
-            extra_error_fraction: 0.0,
-            replicas: 0,
-            pods: Vec::new(),
-            serial: 0,
-            load: 0.0,
-            timeline: Vec::new(),
-            api_errors: 0,
-            last_status: None,
-        }));
+        let state = Arc::new(Mutex::new(SimState::new(config, Instant::now())));
         let server = {
             let state = state.clone();
             let app = axum::Router::new().route(
@@ -412,21 +416,7 @@ mod tests {
     use super::*;
 
     fn state(profile: LoadProfile, startup: Duration) -> SimState {
-        let now = Instant::now();
-        SimState {
-            config: SimConfig::new("shop", "web", profile).startup_delay(startup),
-            started: now,
-            epoch: now,
-            profile_rebased: None,
-            extra_error_fraction: 0.0,
-            replicas: 0,
-            pods: Vec::new(),
-            serial: 0,
-            load: 0.0,
-            timeline: Vec::new(),
-            api_errors: 0,
-            last_status: None,
-        }
+        SimState::new(SimConfig::new("shop", "web", profile).startup_delay(startup), Instant::now())
     }
 
     #[test]

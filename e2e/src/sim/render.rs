@@ -76,20 +76,9 @@ mod tests {
     #[test]
     fn ready_pods_export_usage_and_app_metrics_every_pod_exports_requests() {
         let now = Instant::now();
-        let mut state = SimState {
-            config: SimConfig::new("shop", "web", LoadProfile::Constant(40.0)).startup_delay(Duration::from_secs(5)),
-            started: now,
-            epoch: now,
-            profile_rebased: None,
-            extra_error_fraction: 0.0,
-            replicas: 1,
-            pods: Vec::new(),
-            serial: 0,
-            load: 0.0,
-            timeline: Vec::new(),
-            api_errors: 0,
-            last_status: None,
-        };
+        let config = SimConfig::new("shop", "web", LoadProfile::Constant(40.0)).startup_delay(Duration::from_secs(5));
+        let mut state = SimState::new(config, now);
+        state.replicas = 1;
         state.reconcile_pods(now);
         let later = now + Duration::from_secs(5);
         state.reconcile_pods(later);
