@@ -73,11 +73,12 @@ pub async fn act(
     };
     let new = report::next_status(old, &outcome);
     // What the API server holds once step 1 is done: the base of the final status patch, so that it clears
-    // pendingScale.
-    let mut stored = old.clone();
+    // pendingScale. Only a scale changes it.
+    let mut stored = std::borrow::Cow::Borrowed(old);
     if scale {
-        stored.pending_scale = new.history.first().cloned();
-        write_pending(sp, ctx, stored.pending_scale.as_ref()).await?;
+        let pending = new.history.first().cloned();
+        patch_status(sp, ctx, &json!({ "status": { "pendingScale": &pending } })).await?;
+        stored.to_mut().pending_scale = pending;
         target::patch_scale(&obs.api, &sp.spec.target_ref, rec.desired, obs.scale.resource_version.as_deref()).await?;
         let direction = if rec.desired > rec.current { "up" } else { "down" };
         let (ns, name) = object_key(sp);
@@ -96,21 +97,6 @@ pub async fn act(
     Ok(())
 }
 
-/// Step 1 of a scale: announce it in `status.pendingScale` (a merge patch of that field alone).
-async fn write_pending(
-    sp: &ScalingPolicy,
-    ctx: &Context,
-    entry: Option<&crate::api::HistoryEntry>,
-) -> Result<(), Error> {
-    let (ns, name) = object_key(sp);
-    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({ "status": { "pendingScale": entry } });
-    api.patch_status(&name, &target::patch_params(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::PatchStatus { source })?;
-    Ok(())
-}
-
 /// Writes `new` through /status when it differs from `old` in more than the evaluation time.
 pub async fn write_status(
     sp: &ScalingPolicy,
@@ -121,10 +107,14 @@ pub async fn write_status(
     if !report::needs_write(old, new) || !ctx.is_leader() {
         return Ok(());
     }
+    patch_status(sp, ctx, &status_patch(old, new)?).await
+}
+
+/// Sends a merge patch to the policy's `/status` (step 1 of a scale announces it with one).
+async fn patch_status(sp: &ScalingPolicy, ctx: &Context, patch: &Value) -> Result<(), Error> {
     let (ns, name) = object_key(sp);
     let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = status_patch(old, new)?;
-    api.patch_status(&name, &target::patch_params(), &Patch::Merge(&patch))
+    api.patch_status(&name, &target::patch_params(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchStatus { source })?;
     Ok(())
