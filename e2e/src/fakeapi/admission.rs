@@ -145,9 +145,13 @@ fn cel_causes(rules: &CelRules, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
                 .collect(),
         }
     };
-    let before = old.map(|o| failures(o, None)).unwrap_or_default();
-    failures(obj, old)
-        .into_iter()
+    let now = failures(obj, old);
+    // The stored object is checked only when there is something to ratchet.
+    let before = match old {
+        Some(o) if !now.is_empty() => failures(o, None),
+        _ => Vec::new(),
+    };
+    now.into_iter()
         .filter(|f| !before.contains(f))
         .map(|(field, message, reason)| Cause {
             field: if field.is_empty() { "<nil>".into() } else { field },
