@@ -16,7 +16,7 @@ fn repo() -> PathBuf {
 
 fn crd() -> Value {
     let text = std::fs::read_to_string(repo().join("crds/scalingpolicy.yaml")).expect("crds/scalingpolicy.yaml exists");
-    serde_yaml::from_str(&text).expect("CRD parses")
+    serde_saphyr::from_str(&text).expect("CRD parses")
 }
 
 fn schema() -> Value {
@@ -212,8 +212,9 @@ fn every_example_policy_is_valid() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("readable");
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value = serde_json::to_value(serde_yaml::Value::deserialize_from(doc, &path)).expect("json");
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for value in docs {
                 if value["kind"] != "ScalingPolicy" {
                     continue;
                 }
@@ -226,15 +227,4 @@ fn every_example_policy_is_valid() {
         }
     }
     assert!(checked >= 4, "expected at least four example policies, found {checked}");
-}
-
-trait DeserializeFrom {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>, path: &Path) -> serde_yaml::Value;
-}
-
-impl DeserializeFrom for serde_yaml::Value {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>, path: &Path) -> serde_yaml::Value {
-        use serde::Deserialize;
-        serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
 }

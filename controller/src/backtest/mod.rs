@@ -132,7 +132,7 @@ pub fn read_policy(path: &Path) -> Result<NamedPolicy, BacktestError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| BacktestError::ReadPolicy { path: display.clone(), reason: e.to_string() })?;
-    let sp: ScalingPolicy = serde_yaml::from_str(&text)
+    let sp: ScalingPolicy = serde_saphyr::from_str(&text)
         .map_err(|e| BacktestError::ParsePolicy { path: display.clone(), reason: e.to_string() })?;
     let policy = Policy::try_from(&sp.spec).map_err(|source| BacktestError::InvalidPolicy { path: display, source })?;
     let name = sp

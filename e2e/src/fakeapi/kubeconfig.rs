@@ -13,7 +13,7 @@ pub enum KubeconfigError {
     NotServing,
     /// Serialising the document failed.
     #[error("serialising kubeconfig: {0}")]
-    Serialize(#[from] serde_yaml::Error),
+    Serialize(#[from] serde_saphyr::SerializeError),
     /// Writing the file failed.
     #[error("writing kubeconfig to {path}: {source}")]
     Write {
@@ -35,7 +35,7 @@ pub fn render(addr: SocketAddr, namespace: &str) -> Result<String, KubeconfigErr
         "current-context": "fake",
         "preferences": {},
     });
-    Ok(serde_yaml::to_string(&doc)?)
+    Ok(serde_saphyr::to_string(&doc)?)
 }
 
 /// Writes the kubeconfig to `path`.

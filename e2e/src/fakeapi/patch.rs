@@ -66,7 +66,7 @@ pub fn decode_body(body: &[u8], allow_yaml: bool) -> Result<Value, PatchError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if allow_yaml => {
-            serde_yaml::from_slice::<Value>(body).map_err(|e| PatchError::Decode(format!("{json_err}; as YAML: {e}")))
+            serde_saphyr::from_slice::<Value>(body).map_err(|e| PatchError::Decode(format!("{json_err}; as YAML: {e}")))
         }
         Err(e) => Err(PatchError::Decode(e.to_string())),
     }

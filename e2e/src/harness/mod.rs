@@ -54,7 +54,7 @@ pub enum HarnessError {
     #[error("kubernetes API, {action}: {source}")]
     Kube { action: String, source: kube::Error },
     #[error("invalid ScalingPolicy YAML: {0}")]
-    PolicyYaml(serde_yaml::Error),
+    PolicyYaml(serde_saphyr::Error),
     #[error("this scenario needs {what}, which a run against {KUBECONFIG_ENV}/{PROMETHEUS_ENV} does not have")]
     NotAvailable { what: &'static str },
 }
@@ -307,7 +307,7 @@ impl Harness {
     /// Creates or updates a ScalingPolicy from YAML (server-side apply); its namespace is the scenario's.
     /// The recorder follows this policy's `status.lastEvaluation` from now on.
     pub async fn apply_policy(&self, yaml: &str) -> Result<ScalingPolicy, HarnessError> {
-        let mut policy: ScalingPolicy = serde_yaml::from_str(yaml).map_err(HarnessError::PolicyYaml)?;
+        let mut policy: ScalingPolicy = serde_saphyr::from_str(yaml).map_err(HarnessError::PolicyYaml)?;
         policy.metadata.namespace = Some(self.scenario.namespace.clone());
         policy.metadata.resource_version = None;
         let name = policy.metadata.name.clone().unwrap_or_default();
@@ -515,7 +515,7 @@ async fn apply_crd(client: &kube::Client) -> Result<(), HarnessError> {
     let text = std::fs::read_to_string(&path)
         .map_err(|source| HarnessError::Io { context: format!("read {}", path.display()), source })?;
     let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&text).map_err(|e| HarnessError::Start { what: "CRD", reason: e.to_string() })?;
+        serde_saphyr::from_str(&text).map_err(|e| HarnessError::Start { what: "CRD", reason: e.to_string() })?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.map_err(kube_error("create CRD"))?;
     let policies: Api<ScalingPolicy> = Api::all(client.clone());
