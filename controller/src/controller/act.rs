@@ -15,16 +15,13 @@
 //! its event; see [`report::settle_pending`].
 
 use jiff::Timestamp;
-use kube::{
-    Api, Resource, ResourceExt,
-    api::Patch,
-    runtime::events::{Event, EventType},
-};
+use kube::{Api, Resource, ResourceExt, api::Patch};
 use serde_json::{Map, Value, json};
 
 use super::{
     Context,
     error::Error,
+    events::Published,
     observe::{Observation, object_key},
     report::{self, Mode, Notice, Outcome},
     target,
@@ -154,12 +151,14 @@ pub async fn publish(sp: &ScalingPolicy, ctx: &Context, notice: &Notice) {
     if !ctx.is_leader() {
         return;
     }
-    let event = Event {
-        type_: if notice.warning { EventType::Warning } else { EventType::Normal },
-        reason: notice.reason.into(),
-        note: Some(truncate(&notice.note, 1000)),
-        action: notice.action.into(),
-        secondary: None,
+    let note = truncate(&notice.note, 1000);
+    let event = Published {
+        warning: notice.warning,
+        reason: notice.reason,
+        action: notice.action,
+        note: &note,
+        // Every change of replicas is its own Event; only identical repeats of anything else are counted.
+        aggregate: notice.action != report::SCALE_ACTION,
     };
     if let Err(error) = ctx.recorder.publish(&event, &sp.object_ref(&())).await {
         tracing::warn!(%error, reason = notice.reason, "cannot publish event");

@@ -14,6 +14,7 @@
 pub mod act;
 pub mod conditions;
 pub mod error;
+pub mod events;
 pub mod observe;
 pub mod report;
 pub mod target;
@@ -38,7 +39,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Recorder, Reporter},
         reflector::{self, Store},
         watcher,
     },
@@ -124,7 +124,7 @@ pub struct Context {
     /// The controller's --prometheus-address, for policies without spec.prometheus.
     pub default_prometheus: Option<String>,
     pub query_timeout: Duration,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
     pub clock: Clock,
     /// Whether this replica holds the Lease. Cleared the moment the lease is lost.
@@ -141,9 +141,8 @@ pub struct Context {
 impl Context {
     /// A context for `client`, leading by default (no leader election), with the system clock.
     pub fn new(client: Client, sources: Sources, default_prometheus: Option<String>, instance: &str) -> Self {
-        let reporter = Reporter { controller: "foresight".into(), instance: Some(instance.into()) };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::EventRecorder::new(client.clone(), "foresight", instance),
             client,
             sources,
             default_prometheus,

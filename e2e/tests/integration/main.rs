@@ -8,6 +8,7 @@
 //! and are the suite a user runs against a kind cluster.
 
 mod backtest_prometheus;
+mod controller_events;
 mod controller_faults;
 mod controller_loop;
 mod fakeapi_controller;
