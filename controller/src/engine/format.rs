@@ -16,6 +16,11 @@ pub fn value(kind: MetricKind, v: f64) -> String {
     }
 }
 
+/// A count of replicas: "1 replica", "3 replicas".
+pub fn replicas(n: u32) -> String {
+    if n == 1 { "1 replica".into() } else { format!("{n} replicas") }
+}
+
 /// A duration as users write it: 90s, 2m, 1h30m, 7d, 500ms.
 pub fn duration(d: Duration) -> String {
     let total_ms = d.as_millis();
@@ -57,5 +62,7 @@ mod tests {
         assert_eq!(value(MetricKind::Query, 0.25), "0.25");
         assert_eq!(duration(Duration::from_secs(120)), "2m");
         assert_eq!(duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(replicas(1), "1 replica");
+        assert_eq!(replicas(0), "0 replicas");
     }
 }

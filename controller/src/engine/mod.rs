@@ -117,16 +117,20 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
             winner = Some(id.clone());
             asked_reason = reason.to_string();
         } else if votes.iter().all(|v| v.1 < current) {
-            let vetoed = policy.metrics.iter().find(|m| {
-                m.veto_above.is_some_and(|bound| {
-                    out.readings.iter().any(|r| r.metric == m.name && r.value.as_ref().is_ok_and(|v| *v > bound))
-                })
+            let vetoed = policy.metrics.iter().find_map(|m| {
+                let bound = m.veto_above?;
+                let v = out.readings.iter().find(|r| r.metric == m.name)?.value.as_ref().ok().copied()?;
+                (v > bound).then_some((m, v, bound))
             });
             asked_reason = votes.iter().map(|v| v.2).collect::<Vec<_>>().join("; ");
             if !missing.is_empty() {
                 out.limited_by.push(LimitedBy::MissingMetrics { metrics: missing.clone() });
-            } else if let Some(m) = vetoed {
-                out.limited_by.push(LimitedBy::Vetoed { metric: m.name.clone() });
+            } else if let Some((m, v, bound)) = vetoed {
+                out.limited_by.push(LimitedBy::Vetoed {
+                    metric: m.name.clone(),
+                    value: format::value(m.kind, v),
+                    bound: format::value(m.kind, bound),
+                });
             } else {
                 asked = Decision::ScaleDown;
                 raw = replicas;
@@ -211,7 +215,7 @@ fn decide_without_metrics(policy: &Policy, out: &mut Recommendation, missing: &[
     let current = out.current;
     let mut desired = current;
     out.limited_by.push(LimitedBy::MissingMetrics { metrics: missing.to_vec() });
-    let mut reason = format!("no metric could be read ({}); holding {current} replicas", missing.join(", "));
+    let mut reason = format!("no metric could be read ({})", missing.join(", "));
     if out.consecutive_failures >= policy.fallback.failure_threshold
         && let Some(floor) = policy.fallback.replicas
     {
@@ -220,10 +224,20 @@ fn decide_without_metrics(policy: &Policy, out: &mut Recommendation, missing: &[
             desired = floor;
             out.winner = Some(PolicyId::Fallback);
         }
-        reason =
-            format!("no metric for {} evaluations; fallback to at least {floor} replicas", out.consecutive_failures);
+        reason = format!(
+            "no metric for {} evaluations; fallback to at least {}",
+            out.consecutive_failures,
+            format::replicas(floor)
+        );
     }
     clamp_to_range(policy, &mut desired, &mut out.limited_by);
+    // Say what was done: holding, or moved into [minReplicas, maxReplicas] (never "holding 6" next to 6 -> 8).
+    reason = match out.limited_by.last() {
+        Some(LimitedBy::MinReplicas) => format!("{reason}; raised to minReplicas {desired}"),
+        Some(LimitedBy::MaxReplicas) => format!("{reason}; lowered to maxReplicas {desired}"),
+        _ if desired == current && !out.fallback_active => format!("{reason}; holding {}", format::replicas(current)),
+        _ => reason,
+    };
     out.desired = desired;
     out.decision = decision(current, desired);
     out.reason = reason;

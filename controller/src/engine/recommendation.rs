@@ -139,8 +139,8 @@ pub enum LimitedBy {
     Stabilized { direction: Direction, window: Duration },
     /// Scale-down blocked because these metrics are missing.
     MissingMetrics { metrics: Vec<String> },
-    /// Scale-down blocked by a metric's vetoScaleDown bound.
-    Vetoed { metric: String },
+    /// Scale-down blocked by a metric's vetoScaleDown bound (value and bound in the metric's unit).
+    Vetoed { metric: String, value: String, bound: String },
     /// The direction is disabled (selectPolicy: Disabled).
     Disabled { direction: Direction },
     /// The target has 0 replicas: autoscaling is off until someone scales it up.
@@ -196,7 +196,7 @@ impl fmt::Display for LimitedBy {
             LimitedBy::MissingMetrics { metrics } => {
                 write!(f, "no scale-down while metrics are missing: {}", metrics.join(", "))
             }
-            LimitedBy::Vetoed { metric } => write!(f, "scale-down vetoed by {metric}"),
+            LimitedBy::Vetoed { metric, value, bound } => write!(f, "{metric} {value} > {bound} blocks scale-down"),
             LimitedBy::Disabled { direction } => write!(f, "scale-{direction} is disabled"),
             LimitedBy::ScalingDisabled => f.write_str("target has 0 replicas; autoscaling is disabled"),
         }

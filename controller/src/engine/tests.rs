@@ -76,8 +76,11 @@ fn seed_low_cpu_but_6_percent_errors_does_not_scale_down() {
     let policy = PolicyBuilder::new(1, 10).cpu_threshold().veto("errors", MetricKind::ErrorRate, 0.01).build();
     let r = eval(&policy, 400, 6, &[cpu_for(0, 400, 20.0), ("errors", steady(at(0), at(400), 15, 0.06))], &[]);
     assert_eq!(r.decision, Decision::Hold);
-    assert_eq!(r.limited_by, vec![LimitedBy::Vetoed { metric: "errors".into() }]);
-    assert!(r.reason.contains("vetoed by errors"), "{}", r.reason);
+    assert_eq!(
+        r.limited_by,
+        vec![LimitedBy::Vetoed { metric: "errors".into(), value: "6%".into(), bound: "1%".into() }]
+    );
+    assert!(r.reason.contains("errors 6% > 1% blocks scale-down"), "{}", r.reason);
     // With errors at 0.5 % the scale-down goes ahead.
     let r = eval(&policy, 400, 6, &[cpu_for(0, 400, 20.0), ("errors", steady(at(0), at(400), 15, 0.005))], &[]);
     assert_eq!((r.decision, r.desired), (Decision::ScaleDown, 5));
@@ -140,6 +143,43 @@ fn fallback_is_a_floor_after_the_failure_threshold() {
     // A higher count is kept: fallback never lowers replicas.
     let r = run(8, 5);
     assert_eq!((r.desired, r.fallback_active), (8, true));
+}
+
+#[test]
+fn with_no_metric_the_reason_says_what_was_done() {
+    let policy = PolicyBuilder::new(8, 10).target("cpu", MetricKind::Cpu, 60.0).build();
+    let metrics = super::testing::metrics([("cpu", Series::Failed("connection refused".into()))]);
+    let run = |current: u32| {
+        let snap = Snapshot {
+            now: at(0),
+            current_replicas: current,
+            ready_replicas: None,
+            metrics: &metrics,
+            history: &[],
+            recommendations: &[],
+            consecutive_failures: 0,
+            forecast: None,
+        };
+        recommend(&policy, &snap)
+    };
+    // 6 -> 8 is not "holding 6 replicas".
+    let r = run(6);
+    assert_eq!(r.desired, 8);
+    assert_eq!(r.reason, "no metric could be read (cpu); raised to minReplicas 8");
+    let r = run(9);
+    assert_eq!(r.reason, "no metric could be read (cpu); holding 9 replicas");
+    let single = PolicyBuilder::new(1, 10).target("cpu", MetricKind::Cpu, 60.0).build();
+    let snap = Snapshot {
+        now: at(0),
+        current_replicas: 1,
+        ready_replicas: None,
+        metrics: &metrics,
+        history: &[],
+        recommendations: &[],
+        consecutive_failures: 0,
+        forecast: None,
+    };
+    assert_eq!(recommend(&single, &snap).reason, "no metric could be read (cpu); holding 1 replica");
 }
 
 // --- Combination --------------------------------------------------------------------------------------------
