@@ -86,6 +86,10 @@ pub struct MetricValue {
     /// The latest value; absent when the metric is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// The value in its unit next to the targets and bounds that use it, for people: "153% / target 70%",
+    /// "310ms > 300ms (scale-up bound)", or why it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
     /// Ok, or why the value is missing (Empty, NotANumber, Stale, QueryFailed).
     pub state: String,
     /// The replicas the policies using this metric proposed (the largest), if any.

@@ -393,6 +393,7 @@ fn evaluation(o: &Outcome<'_>) -> Evaluation {
         .map(|r| MetricValue {
             name: r.metric.clone(),
             value: r.value.as_ref().ok().copied(),
+            current: Some(metric_summary(o.policy, r)),
             state: match &r.value {
                 Ok(_) => "Ok".into(),
                 Err(m) => m.state().into(),
@@ -461,6 +462,41 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
             reason,
         },
     })
+}
+
+/// A reading as `kubectl describe` should show it: the value in its unit next to each target or bound that uses
+/// it ("153% / target 70%", "310ms > 300ms", "0.2% < 1% (scale-down veto)"), or why it is missing.
+pub fn metric_summary(policy: &engine::Policy, r: &engine::Reading) -> String {
+    let kind = policy.metric(&r.metric).map(|m| m.kind).unwrap_or(engine::policy::MetricKind::Query);
+    let v = match &r.value {
+        Ok(v) => *v,
+        Err(missing) => return format!("missing: {missing}"),
+    };
+    let f = |x: f64| format::value(kind, x);
+    let mut parts = vec![f(v)];
+    for t in policy.targets.iter().filter(|t| t.metric == r.metric) {
+        parts.push(match t.kind {
+            engine::policy::TargetKind::Value => format!("/ target {}", f(t.target)),
+            engine::policy::TargetKind::AverageValue => format!("/ target {} per replica", f(t.target)),
+        });
+    }
+    for t in policy.thresholds.iter().filter(|t| t.metric == r.metric) {
+        let up = t.up.as_ref().map(|b| b.value);
+        let down = t.down.as_ref().map(|b| b.value);
+        parts.push(match (up, down) {
+            (Some(u), _) if v > u => format!("> {} (scale-up bound)", f(u)),
+            (_, Some(d)) if v < d => format!("< {} (scale-down bound)", f(d)),
+            (Some(u), Some(d)) => format!("within {}..{}", f(d), f(u)),
+            (Some(u), None) => format!("<= {} (scale-up bound)", f(u)),
+            (None, Some(d)) => format!(">= {} (scale-down bound)", f(d)),
+            (None, None) => continue,
+        });
+    }
+    if let Some(veto) = policy.metric(&r.metric).and_then(|m| m.veto_above) {
+        let cmp = if v > veto { ">" } else { "<=" };
+        parts.push(format!("{cmp} {} (scale-down veto)", f(veto)));
+    }
+    parts.join(" ")
 }
 
 /// "name=value" pairs of the readings, in the metric's unit.
@@ -563,6 +599,46 @@ mod tests {
         assert_eq!(events[0].reason, "ScaledUp");
         assert_eq!(events[0].note, "Scaled up from 2 to 3: cpu 90% vs target 60%");
         assert!(conditions::is_true(&new.conditions, conditions::SCALING_ACTIVE));
+    }
+
+    #[test]
+    fn describe_shows_each_metric_in_its_unit_next_to_its_target_or_bound() {
+        use engine::policy::{Amount, Bound, MetricKind, MetricSpec, TargetKind, TargetRule, ThresholdRule};
+        let mut p = policy();
+        let spec = |name: &str, kind, veto_above| MetricSpec { name: name.into(), kind, veto_above };
+        p.metrics = vec![
+            spec("cpu", MetricKind::Cpu, None),
+            spec("p99", MetricKind::Latency, None),
+            spec("errors", MetricKind::ErrorRate, Some(0.01)),
+            spec("queue", MetricKind::Query, None),
+        ];
+        p.targets = vec![TargetRule { metric: "cpu".into(), target: 70.0, kind: TargetKind::Value, tolerance: 0.1 }];
+        let bound = |value| Bound { value, for_: Duration::from_secs(60), step: Amount::Pods(1) };
+        p.thresholds = vec![ThresholdRule { metric: "p99".into(), up: Some(bound(0.3)), down: Some(bound(0.1)) }];
+        let mut r = rec(4, 4, Ok(152.95253167308675));
+        r.readings.extend([
+            Reading { metric: "p99".into(), value: Ok(0.31) },
+            Reading { metric: "errors".into(), value: Ok(0.053) },
+            Reading { metric: "queue".into(), value: Err(Missing::QueryFailed("connection refused".into())) },
+        ]);
+        let status = next_status(&ScalingPolicyStatus::default(), &outcome(&p, &r, at(100), false));
+        // What the generic describer prints: the field as it is in the stored object.
+        let json = serde_json::to_value(&status).expect("serializes");
+        let shown: Vec<(&str, &str)> = json["lastEvaluation"]["metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|m| (m["name"].as_str().expect("name"), m["current"].as_str().expect("current")))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("cpu", "153% / target 70%"),
+                ("p99", "310ms > 300ms (scale-up bound)"),
+                ("errors", "5.3% > 1% (scale-down veto)"),
+                ("queue", "missing: query failed: connection refused"),
+            ]
+        );
     }
 
     #[test]
