@@ -60,7 +60,7 @@ pub struct BacktestArgs {
     #[arg(long)]
     pub end: Option<jiff::Timestamp>,
     /// Resolution of the range query.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = policy_duration)]
     pub step: Duration,
     /// Run every *.csv trace in this directory with every policy in --policy-dir and print one table.
     #[arg(long, conflicts_with_all = ["trace", "policy", "out"])]
@@ -75,7 +75,7 @@ pub struct BacktestArgs {
     #[arg(long)]
     pub peak_replicas: Option<u32>,
     /// Time a new replica takes to become ready.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = policy_duration)]
     pub startup_delay: Duration,
     /// Baselines to compare with: any of hpa, oracle, static (comma-separated).
     #[arg(long, default_value = "hpa,oracle,static", value_delimiter = ',')]
@@ -92,6 +92,24 @@ pub struct BacktestArgs {
     pub count_starting_pods: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// A duration in the policy's grammar (`15s`, `2m`, `1h30m`, `7d`: see `api::duration`), so that the command
+/// line accepts exactly what a policy does.
+pub fn policy_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<crate::api::Duration>().map(|d| d.std()).map_err(|e| e.to_string())
+}
+
+/// Runs the command line and prints an error as one message (its causes joined by ": "), never a stack trace,
+/// whatever RUST_BACKTRACE says; returns the process's exit code (1 on an error).
+pub fn run_and_report(cli: Cli) -> std::process::ExitCode {
+    match main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs the parsed command.

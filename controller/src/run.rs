@@ -67,7 +67,7 @@ pub struct RunArgs {
     #[arg(long, env = "FORESIGHT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Timeout of each Prometheus query (policies may set their own).
-    #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = crate::cli::policy_duration)]
     pub query_timeout: Duration,
 }
 
@@ -100,7 +100,7 @@ impl RunArgs {
 
 /// A duration of at least one whole second (a Lease counts in seconds).
 fn parse_lease_seconds(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let d = crate::cli::policy_duration(text)?;
     if d.as_secs() == 0 || d.subsec_nanos() != 0 {
         return Err(format!("{text}: a lease time is a whole number of seconds, at least 1s"));
     }

@@ -10,9 +10,12 @@ use std::{
 use super::{BacktestError, Options, Trace, plan, read_policy, run};
 
 /// The files in `dir` with extension `ext`, sorted by name.
-pub fn files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, BacktestError> {
-    let read = std::fs::read_dir(dir)
-        .map_err(|e| BacktestError::ReadPolicy { path: dir.display().to_string(), reason: e.to_string() })?;
+pub fn files(dir: &Path, ext: &str, what: &'static str) -> Result<Vec<PathBuf>, BacktestError> {
+    let read = std::fs::read_dir(dir).map_err(|e| BacktestError::ReadDir {
+        what,
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let mut out: Vec<PathBuf> = read
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -24,9 +27,9 @@ pub fn files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, BacktestError> {
 
 /// Runs the matrix and returns the table (or one JSON array of reports).
 pub fn matrix(trace_dir: &Path, policy_dir: &Path, opts: &Options, json: bool) -> Result<String, BacktestError> {
-    let traces = files(trace_dir, "csv")?;
-    let mut policies = files(policy_dir, "yaml")?;
-    policies.extend(files(policy_dir, "yml")?);
+    let traces = files(trace_dir, "csv", "trace directory")?;
+    let mut policies = files(policy_dir, "yaml", "policy directory")?;
+    policies.extend(files(policy_dir, "yml", "policy directory")?);
     let mut out = String::new();
     let mut reports = Vec::new();
     let _ = writeln!(

@@ -12,6 +12,7 @@
 //! See docs/backtest.md for the cluster model and the scores.
 
 pub mod cluster;
+pub mod input;
 pub mod matrix;
 pub mod output;
 pub mod plot;
@@ -42,10 +43,14 @@ pub enum BacktestError {
     Trace(#[from] TraceError),
     #[error("cannot read policy {path}: {reason}")]
     ReadPolicy { path: String, reason: String },
-    #[error("policy {path} is not a valid ScalingPolicy: {reason}")]
+    #[error("policy {path}: {reason}")]
     ParsePolicy { path: String, reason: String },
-    #[error("policy {path}: {source}")]
-    InvalidPolicy { path: String, source: InvalidPolicy },
+    /// `line` is "line N: " when the field was found. The cause is in the message, not a `source`: printed as
+    /// a chain it would say the same thing twice.
+    #[error("policy {path}: {line}{reason}")]
+    InvalidPolicy { path: String, line: String, reason: InvalidPolicy },
+    #[error("cannot read {what} {path}: {reason}")]
+    ReadDir { what: &'static str, path: String, reason: String },
     #[error("capacity per replica must be a finite number greater than 0, got {0}")]
     Capacity(f64),
     #[error("--peak-replicas must be at least 1")]
@@ -132,9 +137,18 @@ pub fn read_policy(path: &Path) -> Result<NamedPolicy, BacktestError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| BacktestError::ReadPolicy { path: display.clone(), reason: e.to_string() })?;
-    let sp: ScalingPolicy = serde_saphyr::from_str(&text)
-        .map_err(|e| BacktestError::ParsePolicy { path: display.clone(), reason: e.to_string() })?;
-    let policy = Policy::try_from(&sp.spec).map_err(|source| BacktestError::InvalidPolicy { path: display, source })?;
+    let parse = |reason: String| BacktestError::ParsePolicy { path: display.clone(), reason };
+    // First as plain YAML, for the strict checks (kind, apiVersion, unknown fields); then as the typed policy,
+    // whose errors (a string where a number belongs, ...) carry their own line and a cropped snippet.
+    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| parse(e.to_string()))?;
+    input::check(&value, &text).map_err(parse)?;
+    let sp: ScalingPolicy = serde_saphyr::from_str(&text).map_err(|e| parse(e.to_string()))?;
+    let policy = Policy::try_from(&sp.spec).map_err(|reason| {
+        let keys = input::field_of(&reason).unwrap_or_default();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let line = input::line_of(&text, &keys).map(|l| format!("line {l}: ")).unwrap_or_default();
+        BacktestError::InvalidPolicy { path: display, line, reason }
+    })?;
     let name = sp
         .metadata
         .name

@@ -1,5 +1,5 @@
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
-    foresight::cli::main(foresight::cli::Cli::parse())
+fn main() -> std::process::ExitCode {
+    foresight::cli::run_and_report(foresight::cli::Cli::parse())
 }

@@ -7,6 +7,7 @@
 //! The closed-loop scenarios stay in their own binary (`--test scenarios`): they are the slowest
 //! and are the suite a user runs against a kind cluster.
 
+mod backtest_input;
 mod backtest_prometheus;
 mod controller_events;
 mod controller_faults;
