@@ -418,7 +418,8 @@ pub fn change_key<K: kube::Resource>(sp: &K) -> Option<u64> {
 pub struct RunOptions {
     /// Namespaces to watch; empty watches all.
     pub namespaces: Vec<String>,
-    /// Policies reconciled at once (per watched namespace).
+    /// Policies evaluated at once: per namespace when `namespaces` lists them; in all when watching all
+    /// namespaces, where one namespace may use at most half (see [`slots::Slots`]).
     pub concurrency: u16,
 }
 
