@@ -35,7 +35,8 @@ pub struct RunArgs {
     /// Namespaces to watch, comma-separated; empty watches all.
     #[arg(long, env = "FORESIGHT_NAMESPACES", value_delimiter = ',', default_value = "")]
     pub namespaces: Vec<String>,
-    /// Policies reconciled at once (per watched namespace).
+    /// Policies evaluated at once: per namespace with --namespaces; in all when watching all namespaces, where
+    /// one namespace may use at most half of them.
     #[arg(long, env = "FORESIGHT_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
     /// Elect a leader through a Lease; only the leader patches. Turn off only for a single replica.

@@ -183,6 +183,81 @@ fn invalid_policies_are_rejected_with_a_message_naming_the_problem() {
             "the predictive policy must name a metric defined in spec.metrics",
         ),
         ("bad metric name", Box::new(|p| p["spec"]["metrics"][0]["name"] = json!("CPU Usage")), "does not match"),
+        (
+            "path traversal in the target name",
+            Box::new(|p| p["spec"]["targetRef"]["name"] = json!("../../team-b/deployments/victim")),
+            "does not match",
+        ),
+        ("upper-case target name", Box::new(|p| p["spec"]["targetRef"]["name"] = json!("Web")), "does not match"),
+        (
+            "target name too long",
+            Box::new(|p| p["spec"]["targetRef"]["name"] = json!("a".repeat(254))),
+            "longer than 253",
+        ),
+        (
+            "target kind with a slash",
+            Box::new(|p| p["spec"]["targetRef"]["kind"] = json!("apps/Deployment")),
+            "does not match",
+        ),
+        (
+            "target apiVersion with ..",
+            Box::new(|p| p["spec"]["targetRef"]["apiVersion"] = json!("../v1")),
+            "does not match",
+        ),
+        ("int64 maxReplicas", Box::new(|p| p["spec"]["maxReplicas"] = json!(99_999_999_999u64)), "maximum"),
+        ("int64 minReplicas", Box::new(|p| p["spec"]["minReplicas"] = json!(3_000_000_000u64)), "maximum"),
+        (
+            "int64 step",
+            Box::new(|p| {
+                p["spec"]["policies"]["threshold"][0]["scaleUpStep"] =
+                    json!({"type": "Pods", "value": 99_999_999_999u64})
+            }),
+            "maximum",
+        ),
+        (
+            "huge failure threshold",
+            Box::new(|p| p["spec"]["fallback"] = json!({"failureThreshold": 100_000})),
+            "maximum",
+        ),
+        ("interval of 0s", Box::new(|p| p["spec"]["interval"] = json!("0s")), "interval must be at least 1s"),
+        ("interval under 1s", Box::new(|p| p["spec"]["interval"] = json!("500ms")), "interval must be at least 1s"),
+        ("interval of 0.5s", Box::new(|p| p["spec"]["interval"] = json!("0.5s")), "interval must be at least 1s"),
+        (
+            "duration with too many digits",
+            Box::new(|p| p["spec"]["interval"] = json!("99999999999999999999999s")),
+            "does not match",
+        ),
+        ("duration with too many parts", Box::new(|p| p["spec"]["interval"] = json!("1s1s1s1s1s")), "does not match"),
+        (
+            "counter that is not a metric name",
+            Box::new(|p| p["spec"]["metrics"][0] = json!({"name": "cpu", "errorRate": {"counter": "http requests"}})),
+            "does not match",
+        ),
+        (
+            "codeLabel that is not a label name",
+            Box::new(|p| p["spec"]["metrics"][0] = json!({"name": "cpu", "errorRate": {"codeLabel": "code\"}"}})),
+            "does not match",
+        ),
+        (
+            "histogram that is not a metric name",
+            Box::new(|p| p["spec"]["metrics"][1]["latency"]["histogram"] = json!("latency{le=\"1\"}")),
+            "does not match",
+        ),
+        (
+            "container that is not a container name",
+            Box::new(|p| p["spec"]["metrics"][0]["cpu"] = json!({"container": "app\",pod=~\".*"})),
+            "does not match",
+        ),
+        (
+            "policy metric that is not a metric name",
+            Box::new(|p| p["spec"]["policies"]["target"][0]["metric"] = json!("P99 ")),
+            "does not match",
+        ),
+        (
+            "queryOverride too long",
+            Box::new(|p| p["spec"]["metrics"][0]["cpu"] = json!({"queryOverride": "x".repeat(5000)})),
+            "longer than 4096",
+        ),
     ];
     for (name, mutate, expected) in cases {
         let mut policy = valid_policy();
@@ -193,6 +268,22 @@ fn invalid_policies_are_rejected_with_a_message_naming_the_problem() {
             "{name}: expected an error containing {expected:?}, got {errs:?}"
         );
     }
+}
+
+#[test]
+fn intervals_of_a_second_or_more_pass_and_names_users_write_pass() {
+    for interval in ["1s", "15s", "1m", "1m30s", "1.5s", "1000ms", "2h", "1d"] {
+        let mut policy = valid_policy();
+        policy["spec"]["interval"] = json!(interval);
+        assert_eq!(errors(&policy), Vec::<String>::new(), "interval {interval}");
+    }
+    let mut policy = valid_policy();
+    policy["spec"]["targetRef"] =
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web.v2-canary"});
+    policy["spec"]["metrics"][0] =
+        json!({"name": "cpu", "errorRate": {"counter": "nginx:requests_total", "codeLabel": "status_code"}});
+    policy["spec"]["metrics"][1]["latency"]["histogram"] = json!("grpc_server_handling_seconds");
+    assert_eq!(errors(&policy), Vec::<String>::new());
 }
 
 /// Every ScalingPolicy YAML under examples/ parses into the Rust type, passes the CRD's schema and CEL rules,

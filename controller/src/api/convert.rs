@@ -44,6 +44,87 @@ pub enum InvalidPolicy {
     Quantile { metric: String, value: f64 },
     #[error("interval must be at least 1s")]
     IntervalTooShort,
+    #[error("{field} {value:?} is not {expected}")]
+    InvalidName { field: &'static str, value: String, expected: &'static str },
+    #[error("predictive step ({step}) must not be longer than its history ({history})")]
+    StepLongerThanHistory { step: String, history: String },
+}
+
+const DNS_SUBDOMAIN: &str = "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253)";
+const DNS_LABEL: &str = "a DNS-1123 label (lowercase letters, digits and '-', at most 63)";
+
+/// Whether `s` is a DNS-1123 label: what Kubernetes requires of most object names.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is a DNS-1123 subdomain (dot-separated labels, at most 253 bytes): a name that is safe as one
+/// segment of a request path.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_prometheus_name(s: &str, colons: bool) -> bool {
+    let ok = |c: char, first: bool| {
+        c.is_ascii_alphabetic() || c == '_' || (colons && c == ':') || (!first && c.is_ascii_digit())
+    };
+    !s.is_empty() && s.len() <= 200 && s.chars().enumerate().all(|(i, c)| ok(c, i == 0))
+}
+
+fn is_kind(s: &str) -> bool {
+    s.len() <= 63 && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+fn is_api_version(s: &str) -> bool {
+    let (group, version) = match s.split_once('/') {
+        Some((g, v)) => (Some(g), v),
+        None => (None, s),
+    };
+    let Some(rest) = version.strip_prefix('v') else { return false };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let tail = &rest[digits..];
+    let tail_ok = tail.is_empty()
+        || ["alpha", "beta"]
+            .iter()
+            .any(|p| tail.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())));
+    digits > 0 && tail_ok && group.is_none_or(is_dns_subdomain)
+}
+
+/// Checks every name that goes into a request path or a query, whatever the schema let through: the
+/// controller holds cluster-wide /scale rights, so a name like "../../other/deployments/x" must never reach a
+/// URL.
+pub fn check_names(spec: &ScalingPolicySpec) -> Result<(), InvalidPolicy> {
+    let name = |field, value: &str, valid: bool, expected| {
+        if valid { Ok(()) } else { Err(InvalidPolicy::InvalidName { field, value: value.into(), expected }) }
+    };
+    let t = &spec.target_ref;
+    name("targetRef.name", &t.name, is_dns_subdomain(&t.name), DNS_SUBDOMAIN)?;
+    name("targetRef.kind", &t.kind, is_kind(&t.kind), "a CamelCase kind such as Deployment")?;
+    name("targetRef.apiVersion", &t.api_version, is_api_version(&t.api_version), "an API version such as apps/v1")?;
+    for m in &spec.metrics {
+        for r in [&m.cpu, &m.memory].into_iter().flatten() {
+            if let Some(c) = &r.container {
+                name("container", c, is_dns_label(c), DNS_LABEL)?;
+            }
+        }
+        if let Some(h) = m.latency.as_ref().and_then(|l| l.histogram.as_ref()) {
+            name("histogram", h, is_prometheus_name(h, true), "a Prometheus metric name")?;
+        }
+        for c in [&m.error_rate, &m.request_rate].into_iter().flatten() {
+            if let Some(counter) = &c.counter {
+                name("counter", counter, is_prometheus_name(counter, true), "a Prometheus metric name")?;
+            }
+            if let Some(label) = &c.code_label {
+                name("codeLabel", label, is_prometheus_name(label, false), "a Prometheus label name")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl TryFrom<&ScalingPolicySpec> for Policy {
@@ -61,6 +142,7 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
         if interval < Duration::from_secs(1) {
             return Err(InvalidPolicy::IntervalTooShort);
         }
+        check_names(spec)?;
 
         let mut metrics: Vec<MetricSpec> = Vec::with_capacity(spec.metrics.len());
         for m in &spec.metrics {
@@ -133,12 +215,20 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
             Some(p) => {
                 known("predictive policy", &p.metric)?;
                 positive("capacityPerReplica", p.capacity_per_replica)?;
+                let history = p.history.map(|d| d.std()).unwrap_or(Duration::from_secs(7 * 86_400));
+                let step = p.step.map(|d| d.std()).unwrap_or(Duration::from_secs(300)).max(Duration::from_secs(1));
+                if step > history {
+                    return Err(InvalidPolicy::StepLongerThanHistory {
+                        step: super::Duration::from(step).to_string(),
+                        history: super::Duration::from(history).to_string(),
+                    });
+                }
                 Some(PredictiveRule {
                     metric: p.metric.clone(),
                     capacity_per_replica: p.capacity_per_replica,
                     lookahead: p.lookahead.map(|d| d.std()).unwrap_or(Duration::from_secs(15 * 60)),
-                    history: p.history.map(|d| d.std()).unwrap_or(Duration::from_secs(7 * 86_400)),
-                    step: p.step.map(|d| d.std()).unwrap_or(Duration::from_secs(300)).max(Duration::from_secs(1)),
+                    history,
+                    step,
                     seasonality: match p.seasonality {
                         None => SeasonalitySpec::Auto,
                         Some(spec::Seasonality::None) => SeasonalitySpec::None,
@@ -243,5 +333,78 @@ fn positive(field: &str, value: f64) -> Result<(), InvalidPolicy> {
         Ok(())
     } else {
         Err(InvalidPolicy::NotPositive { field: field.into(), value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_they_can_reach_a_path() {
+        for good in ["web", "web-1", "a.b-c.d", "0"] {
+            assert!(is_dns_subdomain(good), "{good}");
+        }
+        for bad in
+            ["", "../../team-b/deployments/victim", "Web", "-web", "web-", "a..b", "a/b", "web%2F..", &"a".repeat(254)]
+        {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        for good in ["apps/v1", "v1", "example.com/v1alpha1", "argoproj.io/v1beta2"] {
+            assert!(is_api_version(good), "{good}");
+        }
+        for bad in ["", "apps/", "/v1", "apps/v1/x", "../v1", "apps/V1", "apps/v1gamma1", "apps/valpha1"] {
+            assert!(!is_api_version(bad), "{bad}");
+        }
+        assert!(is_kind("StatefulSet") && !is_kind("deployments") && !is_kind("Deploy/ment") && !is_kind(""));
+        assert!(is_prometheus_name("http:requests_total", true) && !is_prometheus_name("http:requests", false));
+        assert!(!is_prometheus_name("1xx", true) && !is_prometheus_name("a-b", true) && !is_prometheus_name("", true));
+    }
+
+    fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+        match (base, extra) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+                for (k, v) in e {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, e) => *b = e,
+        }
+    }
+
+    fn spec(extra: serde_json::Value) -> ScalingPolicySpec {
+        let mut base = serde_json::json!({
+            "targetRef": {"name": "web"},
+            "maxReplicas": 10,
+            "metrics": [{"name": "rps", "requestRate": {}}],
+            "policies": {"predictive": {"metric": "rps", "capacityPerReplica": 100}}
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).expect("spec")
+    }
+
+    #[test]
+    fn a_path_traversal_target_name_is_an_invalid_policy() {
+        let error =
+            Policy::try_from(&spec(serde_json::json!({"targetRef": {"name": "../../team-b/deployments/victim"}})))
+                .expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            format!("targetRef.name \"../../team-b/deployments/victim\" is not {DNS_SUBDOMAIN}")
+        );
+        let error = Policy::try_from(&spec(
+            serde_json::json!({"metrics": [{"name": "rps", "requestRate": {"codeLabel": "code\"}"}}]}),
+        ))
+        .expect_err("refused");
+        assert!(error.to_string().starts_with("codeLabel"), "{error}");
+        assert!(Policy::try_from(&spec(serde_json::json!({}))).is_ok());
+    }
+
+    #[test]
+    fn a_step_longer_than_the_history_is_an_invalid_policy() {
+        let error =
+            Policy::try_from(&spec(serde_json::json!({"policies": {"predictive": {"history": "1h", "step": "2h"}}})))
+                .expect_err("refused");
+        assert_eq!(error.to_string(), "predictive step (2h) must not be longer than its history (1h)");
     }
 }

@@ -9,8 +9,16 @@ use std::{borrow::Cow, fmt, str::FromStr, time};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// The pattern the CRD schema enforces: one or more `<number><unit>` pairs, units ms, s, m, h, d, w.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$";
+/// The pattern the CRD schema enforces: one to four `<number><unit>` pairs, units ms, s, m, h, d, w, each number
+/// of at most 6 digits (and 3 decimals), so that no duration the API server accepts overflows anything.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h|d|w)){1,4}$";
+
+/// The longest string [`DURATION_PATTERN`] accepts.
+pub const DURATION_MAX_LENGTH: usize = 4 * (6 + 4 + 2);
+
+/// The longest duration a policy may give: ten years. Longer ones are rejected with a message (the pattern
+/// alone would allow 4 x 999999w), because a time range that long is out of any Prometheus' and clock's reach.
+pub const MAX_DURATION: time::Duration = time::Duration::from_secs(3650 * 86_400);
 
 /// A non-negative duration written like `15s`, `2m`, `1h30m` or `7d`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -34,7 +42,7 @@ impl Duration {
 
 /// Why a duration string was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {input:?}: expected e.g. 15s, 2m, 1h30m or 7d (units ms, s, m, h, d, w)")]
+#[error("invalid duration {input:?}: expected e.g. 15s, 2m, 1h30m or 7d (units ms, s, m, h, d, w), at most 3650d")]
 pub struct ParseDurationError {
     pub input: String,
 }
@@ -45,14 +53,40 @@ impl FromStr for Duration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseDurationError { input: s.to_owned() };
         // The same grammar as the schema pattern, so that what the API server accepts always parses here.
-        let valid_shape = !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_digit() || c == '.' || "msdhw".contains(c))
-            && s.chars().next().is_some_and(|c| c.is_ascii_digit());
-        if !valid_shape {
+        if !valid_shape(s) {
             return Err(err());
         }
-        humantime::parse_duration(s).map(Duration).map_err(|_| err())
+        let d = humantime::parse_duration(s).map_err(|_| err())?;
+        if d > MAX_DURATION {
+            return Err(err());
+        }
+        Ok(Duration(d))
     }
+}
+
+/// [`DURATION_PATTERN`], by hand: 1 to 4 pairs of a number (1-6 digits, optionally `.` and 1-3 digits) and a unit.
+fn valid_shape(s: &str) -> bool {
+    let mut rest = s;
+    let mut pairs = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if !(1..=6).contains(&digits) {
+            return false;
+        }
+        rest = &rest[digits..];
+        if let Some(after) = rest.strip_prefix('.') {
+            let decimals = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+            if !(1..=3).contains(&decimals) {
+                return false;
+            }
+            rest = &after[decimals..];
+        }
+        let unit = ["ms", "s", "m", "h", "d", "w"].into_iter().find(|u| rest.starts_with(u));
+        let Some(unit) = unit else { return false };
+        rest = &rest[unit.len()..];
+        pairs += 1;
+    }
+    (1..=4).contains(&pairs)
 }
 
 impl From<time::Duration> for Duration {
@@ -106,6 +140,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LENGTH,
         })
     }
 }
@@ -125,7 +160,9 @@ mod tests {
     #[test]
     fn rejects_what_the_schema_rejects() {
         let pattern = regex::Regex::new(DURATION_PATTERN).unwrap();
-        for bad in ["", "15", "m", "-5s", "1 h", "five minutes", "5min"] {
+        for bad in
+            ["", "15", "m", "-5s", "1 h", "five minutes", "5min", "99999999999999999999999s", "1s1s1s1s1s", "1.5555s"]
+        {
             let err = bad.parse::<Duration>().unwrap_err();
             assert!(err.to_string().contains("invalid duration"), "{bad}: {err}");
             assert!(!pattern.is_match(bad), "schema pattern would accept {bad:?}");
@@ -139,6 +176,14 @@ mod tests {
             assert!(pattern.is_match(good), "{good}");
             assert!(good.parse::<Duration>().is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn durations_beyond_ten_years_are_rejected_with_the_bound() {
+        assert!("3650d".parse::<Duration>().is_ok());
+        let err = "999999w".parse::<Duration>().unwrap_err();
+        assert!(err.to_string().contains("at most 3650d"), "{err}");
+        assert!(DURATION_MAX_LENGTH >= "999999.999ms".len() * 4);
     }
 
     #[test]

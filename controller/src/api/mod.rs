@@ -3,10 +3,12 @@
 
 pub mod convert;
 pub mod duration;
+pub mod lenient;
 pub mod spec;
 pub mod status;
 
 pub use duration::Duration;
+pub use lenient::RawScalingPolicy;
 pub use spec::*;
 pub use status::*;
 

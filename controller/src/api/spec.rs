@@ -45,7 +45,8 @@ use super::{duration::Duration, status::ScalingPolicyStatus};
     validation = Rule::new("!has(self.policies.threshold) || self.policies.threshold.all(p, self.metrics.exists(m, m.name == p.metric))").message("every threshold policy must name a metric defined in spec.metrics").field_path(".policies.threshold"),
     validation = Rule::new("!has(self.policies.target) || self.policies.target.all(p, self.metrics.exists(m, m.name == p.metric))").message("every target policy must name a metric defined in spec.metrics").field_path(".policies.target"),
     validation = Rule::new("!has(self.policies.predictive) || self.metrics.exists(m, m.name == self.policies.predictive.metric)").message("the predictive policy must name a metric defined in spec.metrics").field_path(".policies.predictive.metric"),
-    validation = Rule::new("!has(self.fallback) || !has(self.fallback.replicas) || self.fallback.replicas <= self.maxReplicas").message("fallback.replicas must not be greater than maxReplicas").field_path(".fallback.replicas")
+    validation = Rule::new("!has(self.fallback) || !has(self.fallback.replicas) || self.fallback.replicas <= self.maxReplicas").message("fallback.replicas must not be greater than maxReplicas").field_path(".fallback.replicas"),
+    validation = Rule::new("!has(self.interval) || self.interval.matches('(^|[a-z])[1-9][0-9]*([.][0-9]+)?(s|m|h|d|w)([0-9]|$)') || self.interval.matches('(^|[a-z])[1-9][0-9]{3,}ms')").message("interval must be at least 1s (e.g. 1s, 15s, 1m)").field_path(".interval")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicySpec {
@@ -56,14 +57,14 @@ pub struct ScalingPolicySpec {
     /// The fewest replicas Foresight will set. Default 1. Foresight never scales a workload that someone set
     /// to 0 replicas (like the HPA, it treats 0 as "autoscaling disabled").
     #[serde(default = "default_min_replicas", skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub min_replicas: Option<i32>,
 
     /// The most replicas Foresight will set. Required, at least 1.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub max_replicas: i32,
 
-    /// How often the policy is evaluated. Default 15s.
+    /// How often the policy is evaluated, at least 1s. Default 15s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
 
@@ -105,14 +106,24 @@ fn default_min_replicas() -> Option<i32> {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
-    /// API version of the workload. Default apps/v1.
+    /// API version of the workload (group/version, or version for the core group). Default apps/v1.
     #[serde(default = "default_target_api_version")]
+    #[schemars(
+        length(min = 1, max = 317),
+        regex(
+            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+((alpha|beta)[0-9]+)?$"
+        )
+    )]
     pub api_version: String,
-    /// Kind of the workload. Default Deployment.
+    /// Kind of the workload, e.g. Deployment (a CamelCase name). Default Deployment.
     #[serde(default = "default_target_kind")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Z][A-Za-z0-9]*$"))]
     pub kind: String,
-    /// Name of the workload, in the policy's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the workload, in the policy's namespace (a DNS-1123 subdomain: lowercase letters, digits, - and .).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
@@ -219,8 +230,9 @@ pub struct Metric {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceMetric {
-    /// Only count this container of each pod. Default: all containers.
+    /// Only count this container of each pod (a container name). Default: all containers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub container: Option<String>,
     /// The rate window for CPU usage. Default 2m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +240,7 @@ pub struct ResourceMetric {
     /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {container_matcher},
     /// {window}; values are escaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub query_override: Option<String>,
 }
 
@@ -238,8 +251,10 @@ pub struct ResourceMetric {
 pub struct LatencyMetric {
     /// The quantile, between 0 and 1 exclusive, e.g. 0.99 for p99.
     pub quantile: f64,
-    /// The histogram's base name (without _bucket). Default http_request_duration_seconds.
+    /// The histogram's base name (without _bucket), a Prometheus metric name. Default
+    /// http_request_duration_seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"))]
     pub histogram: Option<String>,
     /// The rate window. Default 2m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,6 +262,7 @@ pub struct LatencyMetric {
     /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {histogram}, {quantile},
     /// {window}; values are escaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub query_override: Option<String>,
 }
 
@@ -254,11 +270,13 @@ pub struct LatencyMetric {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CounterMetric {
-    /// The counter's name. Default http_requests_total.
+    /// The counter's name, a Prometheus metric name. Default http_requests_total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"))]
     pub counter: Option<String>,
-    /// The label holding the HTTP status code. Default code.
+    /// The label holding the HTTP status code, a Prometheus label name. Default code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"))]
     pub code_label: Option<String>,
     /// The rate window. Default 2m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +284,7 @@ pub struct CounterMetric {
     /// Replace the built-in PromQL template. Placeholders: {namespace}, {pod_regex}, {counter}, {code_label},
     /// {window}; values are escaped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub query_override: Option<String>,
 }
 
@@ -313,7 +332,7 @@ pub struct Policies {
 )]
 pub struct ThresholdPolicy {
     /// The metric (a name from spec.metrics).
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub metric: String,
     /// Scale up when every sample of the last scaleUpFor is above this value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,7 +362,7 @@ pub struct Step {
     #[serde(rename = "type")]
     pub type_: StepType,
     /// The number of pods, or the percentage.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub value: i32,
 }
 
@@ -360,7 +379,7 @@ pub enum StepType {
 #[x_kube(validation = Rule::new("self.value > 0.0").message("target value must be greater than 0").field_path(".value"))]
 pub struct TargetPolicy {
     /// The metric (a name from spec.metrics).
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub metric: String,
     /// The target value, in the metric's unit (e.g. 60 for 60 % CPU).
     pub value: f64,
@@ -388,7 +407,7 @@ pub enum TargetType {
 #[x_kube(validation = Rule::new("self.capacityPerReplica > 0.0").message("capacityPerReplica must be greater than 0").field_path(".capacityPerReplica"))]
 pub struct PredictivePolicy {
     /// The metric that measures offered load (a name from spec.metrics; usually a requestRate).
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub metric: String,
     /// How much of that metric one replica serves at the utilization you want, e.g. 100 (requests/s).
     /// Required replicas = ceil(forecast / capacityPerReplica).
@@ -397,7 +416,7 @@ pub struct PredictivePolicy {
     /// Cover your pods' start-up time. Default 15m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<Duration>,
-    /// How much history to fit on. Default 7d.
+    /// How much history to fit on, at least one step. Default 7d.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Duration>,
     /// Resolution of the history query, and how often the model is refitted. Default 5m.
@@ -409,7 +428,7 @@ pub struct PredictivePolicy {
     pub seasonality: Option<Seasonality>,
     /// Abstain (let the reactive policies decide alone) with fewer usable samples than this. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 3))]
+    #[schemars(range(min = 3, max = 100000))]
     pub min_samples: Option<i32>,
     /// Abstain when the forecast's error on the most recent held-out history is above this fraction
     /// (0.3 = 30 %). Default 0.5.
@@ -479,7 +498,7 @@ pub struct RatePolicy {
     #[serde(rename = "type")]
     pub type_: StepType,
     /// The change allowed per period, greater than 0.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub value: i32,
     /// The period, 1 to 1800 seconds.
     #[schemars(range(min = 1, max = 1800))]
@@ -498,13 +517,13 @@ pub enum SelectPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Fallback {
-    /// Consecutive evaluations with no usable metric before the fallback applies. Default 3.
+    /// Consecutive evaluations with no usable metric before the fallback applies, 1 to 1000. Default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub failure_threshold: Option<i32>,
     /// Scale to at least this many replicas. It is a floor: a higher replica count is kept. Without it,
     /// replicas are held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub replicas: Option<i32>,
 }

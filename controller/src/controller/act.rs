@@ -110,7 +110,8 @@ pub async fn write_status(
 /// Sends a merge patch to the policy's `/status` (step 1 of a scale announces it with one).
 async fn patch_status(sp: &ScalingPolicy, ctx: &Context, patch: &Value) -> Result<(), Error> {
     let (ns, name) = object_key(sp);
-    let api: Api<ScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    // The response is read leniently: a stored spec the Rust types reject must not fail the status write.
+    let api: Api<crate::api::RawScalingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch_status(&name, &target::patch_params(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchStatus { source })?;

@@ -58,6 +58,9 @@ pub enum Error {
     /// The Prometheus settings cannot be used (bad address, header, CA...).
     #[error("invalid Prometheus settings: {0}")]
     PrometheusConfig(#[from] ConfigError),
+    /// The evaluation took longer than its deadline and was abandoned (a slow or unresponsive Prometheus).
+    #[error("the evaluation took longer than its deadline of {}s and was abandoned (is Prometheus slow or unresponsive?)", deadline.as_secs())]
+    EvaluationTimedOut { deadline: std::time::Duration },
     /// A status could not be turned into a patch.
     #[error("cannot serialize the status patch: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -77,6 +80,7 @@ impl Error {
             Error::SecretKey { .. } => "secret_key",
             Error::NoPrometheus => "no_prometheus",
             Error::PrometheusConfig(_) => "prometheus_config",
+            Error::EvaluationTimedOut { .. } => "evaluation_timed_out",
             Error::Serialize(_) => "serialize",
         }
     }
@@ -92,6 +96,7 @@ impl Error {
             Error::PatchStatus { .. } => "StatusWriteFailed",
             Error::GetSecret { .. } | Error::SecretKey { .. } => "SecretUnavailable",
             Error::NoPrometheus | Error::PrometheusConfig(_) => "PrometheusMisconfigured",
+            Error::EvaluationTimedOut { .. } => "EvaluationTimedOut",
             Error::Serialize(_) => "InternalError",
         }
     }
@@ -120,6 +125,7 @@ mod tests {
             Error::SecretKey { name: "s".into(), key: "k".into() },
             Error::NoPrometheus,
             Error::PrometheusConfig(ConfigError::ZeroTimeout),
+            Error::EvaluationTimedOut { deadline: std::time::Duration::from_secs(15) },
             Error::Serialize(serde_json::from_str::<i32>("x").expect_err("not json")),
         ];
         let mut categories: Vec<_> = errors.iter().map(Error::category).collect();

@@ -7,6 +7,13 @@
 //!                                                                       patch /scale, write /status, Events
 //! ```
 //!
+//! The watch reads policies leniently ([`RawScalingPolicy`]): an object whose spec the Rust types reject (an
+//! int64 in an int32 field, stored because API servers do not enforce `format`) is reported on its own status
+//! (`Ready=False`, `InvalidPolicy`) and never fails the LIST for the others. Evaluations share
+//! [`slots::Slots`] fairly between namespaces and each is abandoned after its [`slots::deadline`], so one
+//! namespace's slow or hostile Prometheus delays no other namespace; a deleted policy's evaluation is cancelled
+//! at once instead of holding its slot.
+//!
 //! Status writes do not change the generation, so Foresight's own writes never trigger a reconcile; time does
 //! (requeue after `spec.interval`). Only the leader reconciles: a standby requeues without reading or writing,
 //! and the moment it becomes the leader it reconciles every policy rather than waiting for each requeue.
@@ -17,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod observe;
 pub mod report;
+pub mod slots;
 pub mod target;
 
 #[cfg(test)]
@@ -32,7 +40,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, future::join_all};
+use futures::{
+    StreamExt,
+    future::{AbortHandle, Abortable, join_all},
+};
 use jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
@@ -48,7 +59,7 @@ use tracing::Instrument;
 pub use error::Error;
 
 use crate::{
-    api::{PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
+    api::{PAUSED_ANNOTATION, RawScalingPolicy, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     predict::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
@@ -131,7 +142,10 @@ pub struct Context {
     pub leader: Arc<AtomicBool>,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
-    stores: Mutex<Vec<Store<ScalingPolicy>>>,
+    stores: Mutex<Vec<Store<RawScalingPolicy>>>,
+    /// The evaluation in flight of each policy, cancelled when the policy is deleted.
+    inflight: Mutex<HashMap<(String, String), (u64, AbortHandle)>>,
+    evaluations: std::sync::atomic::AtomicU64,
     /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
     predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
     /// Every policy reconciled since it was last pruned: what [`Context::prune`] compares with the stores.
@@ -153,6 +167,8 @@ impl Context {
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
             stores: Mutex::default(),
+            inflight: Mutex::default(),
+            evaluations: Default::default(),
             predictors: Mutex::default(),
             seen: Mutex::default(),
         }
@@ -217,10 +233,19 @@ impl Context {
 
     /// Forgets per-object state of a policy that no longer exists.
     pub fn forget(&self, key: &(String, String)) {
+        self.cancel(key);
         lock(&self.failures).remove(key);
         lock(&self.predictors).remove(key);
         lock(&self.seen).remove(key);
         self.telemetry.forgotten(&key.0, &key.1);
+    }
+
+    /// Cancels the evaluation in flight of a deleted policy, so that it stops holding an evaluation slot.
+    fn cancel(&self, key: &(String, String)) {
+        if let Some((_, handle)) = lock(&self.inflight).remove(key) {
+            tracing::debug!(namespace = %key.0, name = %key.1, "cancelling the evaluation of a deleted policy");
+            handle.abort();
+        }
     }
 
     /// Forgets every policy reconciled before that is not in `live` (the keys in the watch stores), and
@@ -244,6 +269,60 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     MIN_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
+}
+
+/// What the run loop reconciles: a policy as the watch read it. One whose spec does not fit the Rust types is
+/// reported on its own status; the others wait for an evaluation slot of their namespace, are evaluated within
+/// their deadline (else abandoned and reported), and are cancelled if the policy is deleted meanwhile.
+pub async fn evaluate(
+    raw: Arc<RawScalingPolicy>,
+    ctx: Arc<Context>,
+    slots: Arc<slots::Slots>,
+) -> Result<Action, Error> {
+    let sp = match raw.parse() {
+        Ok(sp) => Arc::new(sp),
+        Err(unreadable) => {
+            let sp = raw.unparsed();
+            let (namespace, name) = observe::object_key(&sp);
+            tracing::warn!(%namespace, %name, error = %unreadable, "invalid policy");
+            if ctx.is_leader() && !namespace.is_empty() {
+                let old = sp.status.clone().unwrap_or_default();
+                act::report_failure(&sp, &ctx, &old, ctx.now(), "InvalidPolicy", &unreadable.to_string()).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let key = observe::object_key(&sp);
+    let (handle, registration) = AbortHandle::new_pair();
+    let id = ctx.evaluations.fetch_add(1, Ordering::Relaxed);
+    lock(&ctx.inflight).insert(key.clone(), (id, handle));
+    let ours = key.clone();
+    let work = {
+        let ctx = ctx.clone();
+        async move {
+            let _slot = slots.acquire(&key.0).await;
+            let interval = sp.spec.interval.map(|d| d.std()).unwrap_or(DEFAULT_INTERVAL).max(Duration::from_secs(1));
+            let deadline = slots::deadline(interval);
+            match tokio::time::timeout(deadline, reconcile(sp.clone(), ctx.clone())).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let error = Error::EvaluationTimedOut { deadline };
+                    tracing::warn!(namespace = %key.0, name = %key.1, seconds = deadline.as_secs_f64(), %error, category = error.category(), "reconcile failed");
+                    ctx.telemetry.reconciled(error.category(), deadline.as_secs_f64());
+                    let old = sp.status.clone().unwrap_or_default();
+                    act::report_failure(&sp, &ctx, &old, ctx.now(), error.reason(), &error.to_string()).await;
+                    Err(error)
+                }
+            }
+        }
+    };
+    let result = Abortable::new(work, registration).await;
+    let mut inflight = lock(&ctx.inflight);
+    if inflight.get(&ours).is_some_and(|(i, _)| *i == id) {
+        inflight.remove(&ours);
+    }
+    drop(inflight);
+    result.unwrap_or_else(|_aborted| Ok(Action::await_change()))
 }
 
 /// Reconciles one policy: evaluate it, act on the decision, and come back after its interval.
@@ -319,16 +398,16 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
 }
 
 /// Retry a failed object with exponential backoff of its own (not a flat requeue shared by all).
-pub fn error_policy(sp: Arc<ScalingPolicy>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.record_failure(observe::object_key(&sp));
+pub fn error_policy(sp: Arc<RawScalingPolicy>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.record_failure((sp.namespace().unwrap_or_default(), sp.name_any()));
     Action::requeue(backoff(failures))
 }
 
 /// What makes a policy worth reconciling at once: a new generation (spec change) or a change of the paused
 /// annotation. Status writes change neither.
-pub fn change_key(sp: &ScalingPolicy) -> Option<u64> {
+pub fn change_key<K: kube::Resource>(sp: &K) -> Option<u64> {
     let mut h = DefaultHasher::new();
-    sp.metadata.generation.hash(&mut h);
+    sp.meta().generation.hash(&mut h);
     sp.annotations().get(PAUSED_ANNOTATION).hash(&mut h);
     Some(h.finish())
 }
@@ -338,7 +417,8 @@ pub fn change_key(sp: &ScalingPolicy) -> Option<u64> {
 pub struct RunOptions {
     /// Namespaces to watch; empty watches all.
     pub namespaces: Vec<String>,
-    /// Policies reconciled at once (per watched namespace).
+    /// Policies evaluated at once: per namespace when `namespaces` lists them; in all when watching all
+    /// namespaces, where one namespace may use at most half (see [`slots::Slots`]).
     pub concurrency: u16,
 }
 
@@ -350,7 +430,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let apis: Vec<Api<ScalingPolicy>> = if options.namespaces.is_empty() {
+    let apis: Vec<Api<RawScalingPolicy>> = if options.namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
         options.namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
@@ -360,13 +440,27 @@ pub async fn run(
     // A standby requeues each policy after its interval without evaluating it. When it becomes the leader it
     // re-evaluates every policy at once rather than up to one interval later.
     let (gained, _) = tokio::sync::broadcast::channel::<()>(4);
+    // Watching all namespaces, one namespace may use half the slots; watching a list, each namespace has its
+    // own `concurrency` (its own controller), as before.
+    let slots = Arc::new(if options.namespaces.is_empty() {
+        slots::Slots::shared(options.concurrency)
+    } else {
+        let each = usize::from(options.concurrency.max(1));
+        slots::Slots::new(each * options.namespaces.len(), each)
+    });
     // One controller per namespace: each has its own store, so one namespace's re-list never drops another's.
     for api in apis {
-        let (reader, writer) = reflector::store::<ScalingPolicy>();
+        let (reader, writer) = reflector::store::<RawScalingPolicy>();
         stores.push(reader.clone());
+        let deletions = ctx.clone();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(sp)) = event {
+                    deletions.cancel(&(sp.namespace().unwrap_or_default(), sp.name_any()));
+                }
+            })
             .applied_objects()
             .predicate_filter(change_key, Default::default());
         let leadership_gained = futures::stream::unfold(gained.subscribe(), |mut rx| async move {
@@ -378,11 +472,13 @@ pub async fn run(
                 }
             }
         });
+        let slots = slots.clone();
+        // Unbounded here: the slots bound how many evaluations run, fairly between namespaces.
         let controller = Controller::for_stream(stream, reader)
-            .with_config(controller::Config::default().concurrency(options.concurrency))
+            .with_config(controller::Config::default().concurrency(0))
             .reconcile_all_on(leadership_gained)
             .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile, error_policy, ctx.clone())
+            .run(move |sp, ctx| evaluate(sp, ctx, slots.clone()), error_policy, ctx.clone())
             .for_each(|_| std::future::ready(()));
         loops.push(controller);
     }
@@ -404,7 +500,11 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_secs(15)).await;
                 let stores = lock(&ctx.stores).clone();
                 ctx.telemetry.policies_managed(stores.iter().map(Store::len).sum());
-                let live = stores.iter().flat_map(Store::state).map(|sp| observe::object_key(&sp)).collect();
+                let live = stores
+                    .iter()
+                    .flat_map(Store::state)
+                    .map(|sp| (sp.namespace().unwrap_or_default(), sp.name_any()))
+                    .collect();
                 ctx.prune(&live);
             }
         }

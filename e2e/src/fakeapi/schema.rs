@@ -314,6 +314,20 @@ mod tests {
     }
 
     #[test]
+    fn an_int64_in_an_int32_field_is_accepted_as_kube_apiserver_does() {
+        // kube-apiserver validates `format` for strings only; an integer field's int32 format is not enforced
+        // (kubernetes/kubernetes#136091). Only `maximum` bounds it.
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "max": {"type": "integer", "format": "int32", "minimum": 1},
+            "bounded": {"type": "integer", "format": "int32", "maximum": 2147483647}
+        }}}});
+        assert_eq!(validate(&json!({"spec": {"max": 99_999_999_999u64}}), &schema), Vec::new());
+        let causes = validate(&json!({"spec": {"bounded": 99_999_999_999u64}}), &schema);
+        assert_eq!(causes.len(), 1);
+        assert!(causes[0].message.contains("less than or equal to 2147483647"), "{}", causes[0].message);
+    }
+
+    #[test]
     fn validation_reports_each_violation_with_its_path() {
         let obj = json!({"spec": {"minReplicas": 0, "mode": "Sometimes"}});
         let causes = validate(&obj, &schema());

@@ -22,3 +22,4 @@ mod leader_election;
 mod predictive_controller;
 mod prometheus_source;
 mod promql_templates;
+mod tolerant_controller;
