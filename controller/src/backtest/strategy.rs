@@ -24,7 +24,7 @@ use crate::{
         policy::{DirectionRules, Fallback, MetricKind, MetricSpec, Policy, TargetKind, TargetRule},
         target::ceil_replicas,
     },
-    predict::Predictor,
+    forecast::Predictor,
 };
 
 /// Status keeps this many scale events (the CRD's default historyLimit).

@@ -50,7 +50,7 @@ pub use error::Error;
 use crate::{
     api::{PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
-    predict::Predictor,
+    forecast::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
 };
 
@@ -133,7 +133,7 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
     /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
-    predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
+    predictors: Mutex<HashMap<(String, String), crate::forecast::Predictor>>,
     /// Every policy reconciled since it was last pruned: what [`Context::prune`] compares with the stores.
     seen: Mutex<HashSet<(String, String)>>,
 }
