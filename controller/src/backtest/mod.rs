@@ -3,7 +3,7 @@
 //! perfect-foresight oracle.
 //!
 //! ```text
-//!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + predict::Predictor) ─┐
+//!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + forecast::Predictor)─┐
 //!                                                   ├─► hpa    (engine::recommend, HPA defaults)         ├─► Cluster ─► Scorer
 //!                                                   ├─► static                                          │
 //!                                                   └─► oracle (most replicas needed over the next delay)┘

@@ -29,6 +29,14 @@
 //!   time constant (see `level` and [`ForecastConfig::level_correction`]).
 //! - **Non-negative**: if every sample is ≥ 0 (as loads are), forecasts are floored at 0; a Fourier curve may dip
 //!   below zero at night, a load cannot.
+//! - **Other periods** (`Seasonality::Auto`): the periods the history repeats, from 10 minutes to a week, are
+//!   detected (`periods`: a periodogram tested against noise); a day or a week switches on the Fourier terms
+//!   above, each shorter period adds a phase-bin profile fitted to the regression's residuals (why profiles and
+//!   not more harmonics: see `periods`). The level correction then runs on what is left.
+//! - **Calibrated margin**: the holdout fit is run forward over the holdout from every origin, its level
+//!   correction updated sample by sample as the controller's refits would be; the errors of its look-ahead peaks
+//!   give [`Model::margin`], a split-conformal quantile, so "cover 95 % of look-aheads" is a measured statement
+//!   about this forecast on this history rather than a normal-theory guess.
 
 mod error;
 mod features;
