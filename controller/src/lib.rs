@@ -2,7 +2,7 @@
 //! and explains every decision it makes.
 //!
 //! - [`engine`]: the pure decision core (no kube, no tokio, no network).
-//! - [`forecast`]: the pure regression forecaster behind the predictive policy; [`predict`] caches its fits.
+//! - [`forecast`]: the pure regression forecaster behind the predictive policy, and `forecast::Predictor`, which caches its fits.
 //! - [`backtest`]: replays a policy against a recorded trace, next to the HPA, a static count and an oracle.
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
 //! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
@@ -19,7 +19,6 @@ pub mod engine;
 pub mod forecast;
 pub mod leader;
 pub mod metrics;
-pub mod predict;
 pub mod promql;
 pub mod run;
 pub mod server;

@@ -60,6 +60,17 @@ struct ThresholdLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeriodLabels {
+    namespace: String,
+    policy: String,
+    /// 1 for the shortest period the forecast models, 2 for the next, ...
+    rank: String,
+}
+
+/// At most this many periods per forecast: a day, a week and `forecast` short-period profiles.
+const MAX_PERIODS: usize = 5;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -92,6 +103,8 @@ pub struct Metrics {
     threshold: Family<ThresholdLabels, FloatGauge>,
     forecast: Family<PolicyLabels, FloatGauge>,
     forecast_error: Family<PolicyLabels, FloatGauge>,
+    forecast_margin: Family<PolicyLabels, FloatGauge>,
+    forecast_period: Family<PeriodLabels, FloatGauge>,
     query_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     query_errors: Family<ReasonLabels, Counter>,
     circuit_state: Family<AddressLabels, Gauge>,
@@ -134,6 +147,8 @@ impl Metrics {
             threshold: Family::default(),
             forecast: Family::default(),
             forecast_error: Family::default(),
+            forecast_margin: Family::default(),
+            forecast_period: Family::default(),
             query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
             query_errors: Family::default(),
             circuit_state: Family::default(),
@@ -172,6 +187,16 @@ impl Metrics {
             m.forecast_error.clone(),
         );
         registry.register(
+            "policy_forecast_margin",
+            "The calibrated headroom included in the peak forecast (the coverage quantile of its out-of-sample errors)",
+            m.forecast_margin.clone(),
+        );
+        registry.register(
+            "policy_forecast_period_seconds",
+            "A period the forecast models (rank 1 is the shortest), seconds",
+            m.forecast_period.clone(),
+        );
+        registry.register(
             "prometheus_query_duration_seconds",
             "Prometheus query time by outcome (success or the error category)",
             m.query_duration.clone(),
@@ -202,6 +227,23 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+impl Metrics {
+    /// Sets a policy's period series to `periods` (at most `MAX_PERIODS`), removing the ranks beyond them.
+    fn periods(&self, namespace: &str, name: &str, periods: &[f64]) {
+        for rank in 1..=MAX_PERIODS {
+            let l = PeriodLabels { namespace: namespace.into(), policy: name.into(), rank: rank.to_string() };
+            match periods.get(rank - 1) {
+                Some(&p) => {
+                    self.forecast_period.get_or_create(&l).set(p);
+                }
+                None => {
+                    self.forecast_period.remove(&l);
+                }
+            }
+        }
     }
 }
 
@@ -260,13 +302,17 @@ impl ReconcileObserver for Metrics {
             });
         }
         match forecast {
-            Some(Forecast::Ready { peak, error, .. }) => {
+            Some(Forecast::Ready { peak, error, detail, .. }) => {
                 self.forecast.get_or_create(&labels).set(*peak);
                 self.forecast_error.get_or_create(&labels).set(*error);
+                self.forecast_margin.get_or_create(&labels).set(detail.margin);
+                self.periods(namespace, name, &detail.periods);
             }
             _ => {
                 self.forecast.remove(&labels);
                 self.forecast_error.remove(&labels);
+                self.forecast_margin.remove(&labels);
+                self.periods(namespace, name, &[]);
             }
         }
     }
@@ -284,9 +330,10 @@ impl ReconcileObserver for Metrics {
         for family in [&self.current, &self.desired] {
             family.remove(&labels);
         }
-        for family in [&self.forecast, &self.forecast_error] {
+        for family in [&self.forecast, &self.forecast_error, &self.forecast_margin] {
             family.remove(&labels);
         }
+        self.periods(namespace, name, &[]);
         let removed = self
             .series
             .lock()
@@ -373,7 +420,16 @@ mod tests {
             "web",
             &policy(),
             &rec(Ok(86.0)),
-            Some(&Forecast::Ready { peak: 120.0, samples: 50, error: 0.1 }),
+            Some(&Forecast::Ready {
+                peak: 120.0,
+                samples: 50,
+                error: 0.1,
+                detail: crate::engine::ForecastDetail {
+                    periods: vec![3600.0, 86_400.0],
+                    margin: 12.5,
+                    margin_basis: String::new(),
+                },
+            }),
         );
         m.scaled("shop", "web", "up");
         m.policies_managed(7);
@@ -393,6 +449,9 @@ mod tests {
             r#"foresight_policy_metric_threshold{namespace="shop",policy="web",metric="cpu",bound="scale_up"} 70.0"#,
             r#"foresight_policy_forecast{namespace="shop",policy="web"} 120.0"#,
             r#"foresight_policy_forecast_error{namespace="shop",policy="web"} 0.1"#,
+            r#"foresight_policy_forecast_margin{namespace="shop",policy="web"} 12.5"#,
+            r#"foresight_policy_forecast_period_seconds{namespace="shop",policy="web",rank="1"} 3600.0"#,
+            r#"foresight_policy_forecast_period_seconds{namespace="shop",policy="web",rank="2"} 86400.0"#,
             r#"foresight_prometheus_query_duration_seconds_count{outcome="timeout"} 1"#,
             r#"foresight_prometheus_query_errors_total{reason="timeout"} 1"#,
             r#"foresight_prometheus_circuit_state{address="http://prometheus:9090"} 2"#,
@@ -402,12 +461,13 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains(r#"query_errors_total{reason="success"}"#));
+        assert!(!text.contains(r#"rank="3""#), "only the periods the forecast has:\n{text}");
     }
 
     #[test]
     fn a_deleted_policys_series_are_removed_and_others_kept() {
         let m = Metrics::new();
-        let forecast = Forecast::Ready { peak: 120.0, samples: 50, error: 0.1 };
+        let forecast = Forecast::Ready { peak: 120.0, samples: 50, error: 0.1, detail: Default::default() };
         for name in ["web", "api"] {
             m.evaluated("shop", name, &policy(), &rec(Ok(86.0)), Some(&forecast));
             m.scaled("shop", name, "up");

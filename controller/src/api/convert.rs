@@ -12,6 +12,22 @@ use crate::engine::policy::{
     SeasonalitySpec, Select, TargetKind, TargetRule, ThresholdRule,
 };
 
+/// Default coverage of the predictive policy's margin.
+pub const DEFAULT_COVERAGE: f64 = 0.95;
+/// Default look-ahead of a predictive policy without a start-up delay.
+pub const DEFAULT_LOOKAHEAD: Duration = Duration::from_secs(15 * 60);
+
+/// The predictive look-ahead: replicas ordered now are ready a start-up delay later and serve until those of the
+/// next evaluation are, so the forecast must cover at least `[now, now + startupDelay + interval]`. Without a
+/// start-up delay, the given look-ahead or 15 minutes.
+fn lookahead(given: Option<Duration>, startup_delay: Option<Duration>, interval: Duration) -> Duration {
+    match (given, startup_delay) {
+        (given, Some(delay)) => given.unwrap_or(Duration::ZERO).max(delay + interval),
+        (Some(given), None) => given,
+        (None, None) => DEFAULT_LOOKAHEAD,
+    }
+}
+
 /// Default evaluation interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// Default number of history entries kept in status.
@@ -42,6 +58,8 @@ pub enum InvalidPolicy {
     NotPositive { field: String, value: f64 },
     #[error("latency quantile of metric {metric:?} must be between 0 and 1 (exclusive), got {value}")]
     Quantile { metric: String, value: f64 },
+    #[error("predictive coverage must be between 0.5 and 0.999, got {0}")]
+    Coverage(f64),
     #[error("interval must be at least 1s")]
     IntervalTooShort,
     #[error("{field} {value:?} is not {expected}")]
@@ -223,14 +241,15 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
                         history: super::Duration::from(history).to_string(),
                     });
                 }
+                let startup_delay = p.startup_delay.map(|d| d.std());
                 Some(PredictiveRule {
                     metric: p.metric.clone(),
                     capacity_per_replica: p.capacity_per_replica,
-                    lookahead: p.lookahead.map(|d| d.std()).unwrap_or(Duration::from_secs(15 * 60)),
+                    lookahead: lookahead(p.lookahead.map(|d| d.std()), startup_delay, interval),
                     history,
                     step,
                     seasonality: match p.seasonality {
-                        None => SeasonalitySpec::Auto,
+                        None | Some(spec::Seasonality::Auto) => SeasonalitySpec::Auto,
                         Some(spec::Seasonality::None) => SeasonalitySpec::None,
                         Some(spec::Seasonality::Daily) => SeasonalitySpec::Daily,
                         Some(spec::Seasonality::Weekly) => SeasonalitySpec::Weekly,
@@ -242,6 +261,12 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
                         spec::PredictiveMode::Scale => PredictiveMode::Scale,
                         spec::PredictiveMode::Shadow => PredictiveMode::Shadow,
                     },
+                    coverage: match p.coverage {
+                        None => DEFAULT_COVERAGE,
+                        Some(c) if (0.5..=0.999).contains(&c) => c,
+                        Some(c) => return Err(InvalidPolicy::Coverage(c)),
+                    },
+                    startup_delay,
                 })
             }
         };

@@ -413,7 +413,7 @@ pub struct PredictivePolicy {
     /// Required replicas = ceil(forecast / capacityPerReplica).
     pub capacity_per_replica: f64,
     /// How far ahead to forecast; replicas are provisioned for the highest forecast in [now, now + lookahead].
-    /// Cover your pods' start-up time. Default 15m.
+    /// At least startupDelay + interval when startupDelay is set (and that is the default then), else default 15m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<Duration>,
     /// How much history to fit on, at least one step. Default 7d.
@@ -422,8 +422,9 @@ pub struct PredictivePolicy {
     /// Resolution of the history query, and how often the model is refitted. Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<Duration>,
-    /// Seasonal terms of the model: None, Daily, Weekly or DailyWeekly. Default: DailyWeekly when history
-    /// covers at least 14 days, else Daily.
+    /// Seasonal terms of the model: Auto, None, Daily, Weekly or DailyWeekly. Default Auto: the periods the
+    /// history repeats (10 minutes to a week, tested against noise), each modelled: daily and weekly cycles by
+    /// Fourier terms, shorter ones (hourly cron spikes, bursts every few hours) by a profile per phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seasonality: Option<Seasonality>,
     /// Abstain (let the reactive policies decide alone) with fewer usable samples than this. Default 10.
@@ -439,11 +440,22 @@ pub struct PredictivePolicy {
     /// but never act on it, to watch a forecast prove itself first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<PredictiveMode>,
+    /// The fraction of look-ahead windows whose highest load the provisioned forecast should cover, 0.5 to
+    /// 0.999. The margin above the forecast is this quantile of the forecast's own out-of-sample errors over the
+    /// look-ahead on recent history. Default 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.5, max = 0.999))]
+    pub coverage: Option<f64>,
+    /// How long the target's pods take from being requested to serving. Replicas are then provisioned for the
+    /// forecast over at least [now, now + startupDelay + interval], and a backtest simulates this delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_delay: Option<Duration>,
 }
 
 /// Seasonal terms of the forecast model.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Seasonality {
+    Auto,
     None,
     Daily,
     Weekly,

@@ -127,6 +127,16 @@ pub struct Prediction {
     /// The model's error on the most recent held-out history (a fraction; 0.1 = 10 %).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<f64>,
+    /// The periods the model repeats, shortest first, e.g. ["1h", "1d"] (with seasonality Auto, the ones found
+    /// in the history).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub periods: Vec<String>,
+    /// The headroom included in forecast above the model's own peak, in the metric's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    /// How the margin was set, e.g. "95.0% quantile of 190 out-of-sample peak errors".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_basis: Option<String>,
     /// Whether the forecast took part in the decision (false in Shadow mode or when it abstained).
     pub used: bool,
     /// Why it was used or not.

@@ -3,7 +3,7 @@
 //! perfect-foresight oracle.
 //!
 //! ```text
-//!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + predict::Predictor) ─┐
+//!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + forecast::Predictor)─┐
 //!                                                   ├─► hpa    (engine::recommend, HPA defaults)         ├─► Cluster ─► Scorer
 //!                                                   ├─► static                                          │
 //!                                                   └─► oracle (most replicas needed over the next delay)┘
@@ -227,7 +227,17 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
             tick = gcd(tick, rule.step.as_secs().max(1));
         }
     }
-    let delay = opts.startup_delay.as_secs();
+    // The policy knows its pods' start-up time better than a command-line default.
+    let delay = match policy.policy.predictive.as_ref().and_then(|r| r.startup_delay) {
+        Some(d) => {
+            notes.push(format!(
+                "the simulated pods start in {} (the policy's startupDelay; --startup-delay is not used)",
+                crate::engine::format::duration(d)
+            ));
+            d.as_secs()
+        }
+        None => opts.startup_delay.as_secs(),
+    };
     if delay > 0 {
         tick = gcd(tick, delay);
     }

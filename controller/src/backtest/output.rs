@@ -36,7 +36,7 @@ impl Report {
         let _ = writeln!(out, "trace {}  policy {}  ({} steps)", self.trace, self.policy, self.steps);
         let _ = writeln!(
             out,
-            "{:<18} {:>13} {:>9} {:>12} {:>8} {:>9} {:>8} {:>6} {:>5} {:>8}",
+            "{:<18} {:>13} {:>9} {:>12} {:>8} {:>9} {:>8} {:>6} {:>5} {:>8} {:>8}",
             "strategy",
             "replica-hours",
             "vs oracle",
@@ -46,13 +46,14 @@ impl Report {
             "actions",
             "flaps",
             "max",
+            "coverage",
             "time"
         );
         for (i, r) in self.results.iter().enumerate() {
             let time = self.elapsed.get(i).map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{:<18} {:>13.1} {:>9} {:>12.1} {:>8.3} {:>9.4} {:>8} {:>6} {:>5} {:>8}",
+                "{:<18} {:>13.1} {:>9} {:>12.1} {:>8.3} {:>9.4} {:>8} {:>6} {:>5} {:>8} {:>8}",
                 truncate(&r.name, 18),
                 r.replica_hours,
                 if r.cost_vs_oracle.is_finite() { format!("{:.3}", r.cost_vs_oracle) } else { "-".into() },
@@ -62,6 +63,7 @@ impl Report {
                 r.scale_actions,
                 r.flaps,
                 r.max_replicas,
+                r.forecast_coverage.map(|c| format!("{:.1}%", c * 100.0)).unwrap_or_else(|| "-".into()),
                 time
             );
         }

@@ -1,5 +1,7 @@
 //! What a strategy cost and what it broke, accumulated tick by tick.
 
+use std::collections::VecDeque;
+
 use serde::Serialize;
 
 /// Two scale actions in opposite directions this close together are a flap.
@@ -23,6 +25,10 @@ pub struct Scores {
     /// Scale actions that reverse the previous one within 10 minutes.
     pub flaps: u64,
     pub max_replicas: u32,
+    /// Predictive policies: the fraction of evaluations whose provisioned forecast (peak plus margin) was at or
+    /// above the highest load of the forecast metric that then arrived within the look-ahead (what the policy's
+    /// `coverage` asks for). `None` without forecasts.
+    pub forecast_coverage: Option<f64>,
 }
 
 /// Accumulates scores over ticks of equal length.
@@ -38,6 +44,16 @@ pub struct Scorer {
     flaps: u64,
     max_replicas: u32,
     last_action: Option<(i64, bool)>,
+    coverage: Coverage,
+}
+
+/// Checks each provisioned forecast against the forecast metric's samples in its look-ahead.
+#[derive(Clone, Debug, Default)]
+struct Coverage {
+    /// (made at, look-ahead ends, provisioned, highest sample so far), oldest first.
+    pending: VecDeque<(i64, i64, f64, f64)>,
+    covered: u64,
+    windows: u64,
 }
 
 impl Scorer {
@@ -58,6 +74,33 @@ impl Scorer {
         self.replica_secs += f64::from(requested) * self.tick_secs;
         self.total_secs += self.tick_secs;
         self.max_replicas = self.max_replicas.max(requested);
+    }
+
+    /// A forecast made at `now` provisions for `provisioned` (peak plus margin, in the forecast metric's unit)
+    /// over `(now, now + lookahead_secs]`.
+    pub fn provisioned(&mut self, now: i64, lookahead_secs: i64, provisioned: f64) {
+        self.coverage.pending.push_back((now, now + lookahead_secs.max(0), provisioned, f64::NEG_INFINITY));
+    }
+
+    /// A sample of the forecast metric at `t`: it counts in every pending look-ahead that holds `t`, and closes
+    /// those that end by `t`. A look-ahead that received no sample is not counted.
+    pub fn forecast_metric(&mut self, t: i64, value: f64) {
+        let c = &mut self.coverage;
+        for w in c.pending.iter_mut() {
+            if t > w.0 && t <= w.1 {
+                w.3 = w.3.max(value);
+            }
+        }
+        while let Some(&(_, end, provisioned, seen)) = c.pending.front() {
+            if end > t {
+                break;
+            }
+            c.pending.pop_front();
+            if seen.is_finite() {
+                c.windows += 1;
+                c.covered += u64::from(seen <= provisioned + 1e-9 * provisioned.abs());
+            }
+        }
     }
 
     /// Records a change of the requested replicas at `now`.
@@ -89,6 +132,8 @@ impl Scorer {
             scale_actions: self.actions,
             flaps: self.flaps,
             max_replicas: self.max_replicas,
+            forecast_coverage: (self.coverage.windows > 0)
+                .then(|| self.coverage.covered as f64 / self.coverage.windows as f64),
         }
     }
 }
@@ -111,6 +156,20 @@ mod tests {
         assert_eq!(r.dropped_load_fraction, 100.0 / 800.0);
         assert_eq!(r.replica_hours, 11.0 * 15.0 / 3600.0);
         assert_eq!(r.max_replicas, 3);
+    }
+
+    #[test]
+    fn coverage_counts_look_aheads_whose_load_stayed_within_the_provision() {
+        let mut s = Scorer::new(15, 1);
+        assert_eq!(s.finish("x").forecast_coverage, None);
+        s.provisioned(0, 600, 100.0); // sees 90 and 120: not covered
+        s.provisioned(300, 600, 130.0); // sees 120 and 125: covered
+        s.forecast_metric(0, 500.0); // at the origin: in no look-ahead
+        s.forecast_metric(300, 90.0);
+        s.forecast_metric(600, 120.0);
+        s.forecast_metric(900, 125.0);
+        s.provisioned(900, 600, 10.0); // no sample arrives: not counted
+        assert_eq!(s.finish("x").forecast_coverage, Some(0.5));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::{
         policy::{DirectionRules, Fallback, MetricKind, MetricSpec, Policy, TargetKind, TargetRule},
         target::ceil_replicas,
     },
-    predict::Predictor,
+    forecast::Predictor,
 };
 
 /// Status keeps this many scale events (the CRD's default historyLimit).
@@ -306,8 +306,13 @@ fn run_engine(
                     && let Some(v) = obs.value(*kind, false)
                 {
                     past.push(now, v);
+                    run.scorer.forecast_metric(now, v);
                 }
-                p.forecast(past.samples(), stamp)
+                let forecast = p.forecast(past.samples(), stamp);
+                if let Forecast::Ready { peak, .. } = &forecast {
+                    run.scorer.provisioned(now, p.rule().lookahead.as_secs() as i64, *peak);
+                }
+                forecast
             });
             let current = run.cluster.requested();
             let snap = Snapshot {

@@ -163,6 +163,7 @@ fn json_has_the_documented_schema() {
                 "cost_vs_oracle",
                 "dropped_load_fraction",
                 "flaps",
+                "forecast_coverage",
                 "max_replicas",
                 "name",
                 "replica_hours",
@@ -222,6 +223,21 @@ fn startup_delay_shapes_the_tick() {
     let named = NamedPolicy { name: "p".into(), policy: rps_target() };
     let opts = Options { startup_delay: Duration::from_secs(50), ..Options::default() };
     assert_eq!(plan(&trace, &named, &opts).unwrap().setup.tick_secs, 5);
+}
+
+#[test]
+fn the_policys_startup_delay_is_the_simulated_clusters() {
+    let trace = Trace::parse("timestamp,value\n0,1\n3600,1\n").unwrap();
+    let mut p = PolicyBuilder::new(1, 20).predictive("rps", 100.0, engine::policy::PredictiveMode::Scale).build();
+    let opts = Options::default();
+    let named = NamedPolicy { name: "p".into(), policy: p.clone() };
+    assert_eq!(plan(&trace, &named, &opts).unwrap().setup.delay_secs, 60, "--startup-delay without one");
+    if let Some(rule) = p.predictive.as_mut() {
+        rule.startup_delay = Some(Duration::from_secs(150));
+    }
+    let plan = plan(&trace, &NamedPolicy { name: "p".into(), policy: p }, &opts).unwrap();
+    assert_eq!(plan.setup.delay_secs, 150);
+    assert!(plan.notes.iter().any(|n| n.contains("startupDelay")), "{:?}", plan.notes);
 }
 
 #[test]
@@ -287,6 +303,9 @@ fn a_forecast_scales_ahead_of_a_daily_rise_that_a_reactive_policy_trails() {
     let r = run(&s, &policy(reactive));
     let p = run(&s, &policy(predictive));
     assert!(r.scores.violation_minutes > 0.0, "the reactive policy trails a rising load by its start-up");
+    assert_eq!(r.scores.forecast_coverage, None);
+    let coverage = p.scores.forecast_coverage.expect("forecasts were checked");
+    assert!(coverage > 0.9, "a noiseless cycle's look-aheads are covered, got {coverage}");
     assert!(
         p.scores.violation_minutes < r.scores.violation_minutes / 2.0,
         "predictive {} vs reactive {} violation minutes",

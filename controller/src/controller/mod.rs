@@ -61,7 +61,7 @@ pub use error::Error;
 use crate::{
     api::{PAUSED_ANNOTATION, RawScalingPolicy, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
-    predict::Predictor,
+    forecast::Predictor,
     source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
 };
 
@@ -147,7 +147,7 @@ pub struct Context {
     inflight: Mutex<HashMap<(String, String), (u64, AbortHandle)>>,
     evaluations: std::sync::atomic::AtomicU64,
     /// One forecaster per policy, so a fitted model is reused until its next refit (at most every step).
-    predictors: Mutex<HashMap<(String, String), crate::predict::Predictor>>,
+    predictors: Mutex<HashMap<(String, String), crate::forecast::Predictor>>,
     /// Every policy reconciled since it was last pruned: what [`Context::prune`] compares with the stores.
     seen: Mutex<HashSet<(String, String)>>,
 }

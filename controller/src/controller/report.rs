@@ -434,12 +434,15 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
     let reason = proposal.map(|p| p.reason.clone()).unwrap_or_else(|| "no forecast available".into());
     let horizon = format::duration(rule.lookahead);
     Some(match o.forecast {
-        Some(Forecast::Ready { peak, samples, error }) => Prediction {
+        Some(Forecast::Ready { peak, samples, error, detail }) => Prediction {
             forecast: Some(*peak),
             horizon,
             required_replicas: Some(required_replicas(rule, *peak) as i32),
             samples: (*samples).min(i32::MAX as usize) as i32,
             error: Some(*error),
+            periods: detail.periods.iter().map(|&p| format::duration(Duration::from_secs_f64(p.round()))).collect(),
+            margin: Some(detail.margin),
+            margin_basis: Some(detail.margin_basis.clone()),
             used,
             reason,
         },
@@ -451,6 +454,7 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
             error: None,
             used: false,
             reason,
+            ..Prediction::default()
         },
         None => Prediction {
             forecast: None,
@@ -460,6 +464,7 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
             error: None,
             used: false,
             reason,
+            ..Prediction::default()
         },
     })
 }

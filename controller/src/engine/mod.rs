@@ -27,7 +27,7 @@ mod tests;
 
 pub use policy::Policy;
 pub use recommendation::{Decision, Direction, LimitedBy, Missing, PolicyId, Proposal, Reading, Recommendation};
-pub use snapshot::{Forecast, RecommendationRecord, Sample, ScaleEvent, Series, Snapshot};
+pub use snapshot::{Forecast, ForecastDetail, RecommendationRecord, Sample, ScaleEvent, Series, Snapshot};
 
 /// Decides the replicas for one evaluation. See the module documentation for the order of the steps.
 pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {

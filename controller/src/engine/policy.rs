@@ -101,6 +101,10 @@ pub struct PredictiveRule {
     pub min_samples: usize,
     pub max_error: f64,
     pub mode: PredictiveMode,
+    /// The fraction of look-ahead windows whose highest load the provisioned forecast should cover, in (0, 1).
+    pub coverage: f64,
+    /// The target's pods' start-up time, when the policy gives it (`lookahead` already covers it).
+    pub startup_delay: Option<Duration>,
 }
 
 /// Which rate limit applies when several are given.

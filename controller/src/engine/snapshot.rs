@@ -53,11 +53,24 @@ pub enum Forecast {
         samples: usize,
         /// Error on held-out recent history (fraction).
         error: f64,
+        /// What the forecast is made of and how its margin was set.
+        detail: ForecastDetail,
     },
     Abstain {
         reason: String,
         samples: usize,
     },
+}
+
+/// How a ready forecast was made.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ForecastDetail {
+    /// The periods the model repeats, seconds, shortest first.
+    pub periods: Vec<f64>,
+    /// The headroom included in `peak` above the model's own highest forecast, load units.
+    pub margin: f64,
+    /// How the margin was set, e.g. "95% quantile of 180 out-of-sample errors".
+    pub margin_basis: String,
 }
 
 /// The state of the world at one evaluation.

@@ -115,6 +115,8 @@ impl PolicyBuilder {
             min_samples: 10,
             max_error: 0.5,
             mode,
+            coverage: 0.95,
+            startup_delay: None,
         });
         self
     }

@@ -251,17 +251,17 @@ fn a_forecast_raises_replicas_but_never_lowers_them_below_reactive() {
     };
     // The forecast peak of 1,250 req/s needs 13 replicas: scale up ahead of load, as fast as the default
     // rate limit allows (100 % of 5).
-    let up = Forecast::Ready { peak: 1250.0, samples: 2016, error: 0.08 };
+    let up = Forecast::Ready { peak: 1250.0, samples: 2016, error: 0.08, detail: Default::default() };
     let r = run(&up);
     assert_eq!(r.desired, 10);
     assert_eq!(r.limited_by, vec![LimitedBy::RateLimit { direction: super::Direction::Up, limit: 10 }]);
     assert!(r.is_predictive_scale_up());
     assert!(r.reason.starts_with("forecast rps 1250 req/s within 15m needs 13"), "{}", r.reason);
     // A forecast of almost nothing does not pull below what cpu wants (hold at 5).
-    let down = Forecast::Ready { peak: 10.0, samples: 2016, error: 0.08 };
+    let down = Forecast::Ready { peak: 10.0, samples: 2016, error: 0.08, detail: Default::default() };
     assert_eq!(run(&down).desired, 5);
     // Too inaccurate: abstains, the reactive policy decides alone.
-    let bad = Forecast::Ready { peak: 5000.0, samples: 2016, error: 0.9 };
+    let bad = Forecast::Ready { peak: 5000.0, samples: 2016, error: 0.9, detail: Default::default() };
     let r = run(&bad);
     assert_eq!(r.desired, 5);
     assert!(r.proposals.iter().any(|p| p.policy == PolicyId::Predictive("rps".into()) && p.replicas.is_none()));
@@ -275,7 +275,7 @@ fn a_shadow_forecast_is_recorded_but_never_acts() {
         .build();
     let metrics =
         super::testing::metrics([("cpu", steady(at(0), at(60), 15, 60.0)), ("rps", steady(at(0), at(60), 15, 500.0))]);
-    let forecast = Forecast::Ready { peak: 5000.0, samples: 2016, error: 0.05 };
+    let forecast = Forecast::Ready { peak: 5000.0, samples: 2016, error: 0.05, detail: Default::default() };
     let snap = Snapshot {
         now: at(60),
         current_replicas: 5,

@@ -29,15 +29,26 @@
 //!   time constant (see `level` and [`ForecastConfig::level_correction`]).
 //! - **Non-negative**: if every sample is ≥ 0 (as loads are), forecasts are floored at 0; a Fourier curve may dip
 //!   below zero at night, a load cannot.
+//! - **Other periods** (`Seasonality::Auto`): the periods the history repeats, from 10 minutes to a week, are
+//!   detected (`periods`: a periodogram tested against noise); a day or a week switches on the Fourier terms
+//!   above, each shorter period adds a phase-bin profile fitted to the regression's residuals (why profiles and
+//!   not more harmonics: see `periods`). The level correction then runs on what is left.
+//! - **Calibrated margin**: the holdout fit is run forward over the holdout from every origin, its level
+//!   correction updated sample by sample as the controller's refits would be; the errors of its look-ahead peaks
+//!   give [`Model::margin`], a split-conformal quantile, so "cover 95 % of look-aheads" is a measured statement
+//!   about this forecast on this history rather than a normal-theory guess.
 
 mod error;
 mod features;
 mod level;
+mod periods;
+mod predictor;
 mod regression;
 #[cfg(test)]
 mod tests;
 
 pub use error::{AbstainReason, ForecastError};
+pub use predictor::{MARGIN_SPREADS, Predictor};
 pub use regression::SolveError;
 
 use features::Terms;
@@ -62,6 +73,9 @@ pub enum Seasonality {
     Weekly,
     /// Daily and weekly cycles.
     DailyWeekly,
+    /// The periods the history shows (from 10 minutes to a week, see `periods`): daily and weekly Fourier terms
+    /// for cycles of a day or a week, a phase-bin profile for each shorter one.
+    Auto,
 }
 
 impl Seasonality {
@@ -77,6 +91,15 @@ impl Seasonality {
 
     fn weekly(self) -> bool {
         matches!(self, Seasonality::Weekly | Seasonality::DailyWeekly)
+    }
+
+    fn of(daily: bool, weekly: bool) -> Seasonality {
+        match (daily, weekly) {
+            (false, false) => Seasonality::None,
+            (true, false) => Seasonality::Daily,
+            (false, true) => Seasonality::Weekly,
+            (true, true) => Seasonality::DailyWeekly,
+        }
     }
 }
 
@@ -188,12 +211,13 @@ impl ForecastConfig {
         Ok(())
     }
 
-    fn wanted_terms(&self) -> Terms {
+    /// The terms for `seasonality` (never `Auto`: resolved by `fit` first).
+    fn wanted_terms(&self, seasonality: Seasonality) -> Terms {
         Terms {
             trend: true,
-            daily: if self.seasonality.daily() { self.daily_harmonics } else { 0 },
-            weekly: if self.seasonality.weekly() { self.weekly_harmonics } else { 0 },
-            interact: if self.seasonality == Seasonality::DailyWeekly { self.interaction_harmonics } else { 0 },
+            daily: if seasonality.daily() { self.daily_harmonics } else { 0 },
+            weekly: if seasonality.weekly() { self.weekly_harmonics } else { 0 },
+            interact: if seasonality == Seasonality::DailyWeekly { self.interaction_harmonics } else { 0 },
         }
     }
 }
@@ -207,6 +231,53 @@ pub struct Model {
     samples: usize,
     /// The level correction's smoothing weight and one-step error spread, and the sample spacing.
     correction: Option<HorizonError>,
+    /// Out-of-sample forecasts over the holdout from a rolling origin, for `margin`.
+    calibration: Calibration,
+}
+
+/// The holdout as the model fitted without it saw it: for each held-out sample (and the last training sample),
+/// its time and value, the seasonal forecast (`base`, without the level correction), and the level correction's
+/// state right after that sample, run forward sample by sample (so a forecast from origin `i` uses `levels[i]`
+/// and nothing later).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Calibration {
+    times: Vec<f64>,
+    values: Vec<f64>,
+    base: Vec<f64>,
+    levels: Vec<f64>,
+    /// The level correction's time constant (`None`: no correction).
+    tau: Option<f64>,
+    floor: f64,
+}
+
+impl Calibration {
+    /// For every origin whose look-ahead `(t, t + horizon]` lies in the holdout: the highest load that arrived in
+    /// it minus the highest forecast made for it at the origin.
+    fn peak_errors(&self, horizon: f64) -> Vec<f64> {
+        let n = self.times.len();
+        let Some(&last) = self.times.last() else { return Vec::new() };
+        let mut errors = Vec::new();
+        for o in 0..n {
+            let t0 = self.times[o];
+            if t0 + horizon > last + 1e-9 {
+                break;
+            }
+            let (mut actual, mut forecast) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+            for j in o + 1..n {
+                let h = self.times[j] - t0;
+                if h > horizon + 1e-9 {
+                    break;
+                }
+                let level = self.tau.map_or(0.0, |tau| self.levels[o] * (-h / tau).exp());
+                actual = actual.max(self.values[j]);
+                forecast = forecast.max((self.base[j] + level).max(self.floor));
+            }
+            if actual.is_finite() && forecast.is_finite() {
+                errors.push(actual - forecast);
+            }
+        }
+        errors
+    }
 }
 
 /// What the error of a level-corrected forecast `h` steps ahead is computed from.
@@ -282,6 +353,43 @@ impl Model {
         }
     }
 
+    /// The headroom to add to `peak` over a look-ahead of `horizon_secs` so that the highest load of the window
+    /// stays at or below `peak + margin` with probability `coverage` (in (0, 1)): the split-conformal quantile
+    /// (the ⌈(n + 1)·coverage⌉-th smallest) of the holdout's out-of-sample peak errors, each from a rolling
+    /// origin (see `Calibration`). With too few errors for that rank, the largest error. Never negative: the
+    /// margin is headroom above the model's own forecast. `None` when the holdout is shorter than the look-ahead.
+    pub fn margin(&self, horizon_secs: f64, coverage: f64) -> Option<f64> {
+        let mut errors = self.calibration.peak_errors(horizon_secs.max(0.0));
+        errors.retain(|e| e.is_finite());
+        if errors.is_empty() || !(coverage > 0.0 && coverage < 1.0) {
+            return None;
+        }
+        errors.sort_by(f64::total_cmp);
+        let n = errors.len();
+        let rank = ((n + 1) as f64 * coverage).ceil() as usize;
+        Some(errors[rank.clamp(1, n) - 1].max(0.0))
+    }
+
+    /// The number of out-of-sample peak errors behind `margin(horizon_secs, _)`.
+    pub fn calibration_size(&self, horizon_secs: f64) -> usize {
+        self.calibration.peak_errors(horizon_secs.max(0.0)).len()
+    }
+
+    /// Every period the model repeats, in seconds, shortest first: a day and a week when their Fourier terms were
+    /// fitted, and each short period `Seasonality::Auto` found.
+    pub fn periods(&self) -> Vec<f64> {
+        let mut periods: Vec<f64> = self.curve.profiles.iter().map(|p| p.period).collect();
+        let terms = self.curve.terms;
+        if terms.daily > 0 {
+            periods.push(features::DAY);
+        }
+        if terms.weekly > 0 || terms.interact > 0 {
+            periods.push(features::WEEK);
+        }
+        periods.sort_by(f64::total_cmp);
+        periods
+    }
+
     /// Number of usable (finite) samples the model was fitted on.
     pub fn samples(&self) -> usize {
         self.samples
@@ -295,12 +403,7 @@ impl Model {
     /// The cycles actually fitted, after dropping those the history could not identify.
     pub fn seasonality(&self) -> Seasonality {
         let terms = self.curve.terms;
-        match (terms.daily > 0, terms.weekly > 0 || terms.interact > 0) {
-            (false, false) => Seasonality::None,
-            (true, false) => Seasonality::Daily,
-            (false, true) => Seasonality::Weekly,
-            (true, true) => Seasonality::DailyWeekly,
-        }
+        Seasonality::of(terms.daily > 0, terms.weekly > 0 || terms.interact > 0)
     }
 }
 
@@ -315,18 +418,26 @@ struct Curve {
     level: Option<(f64, f64)>,
     /// Lowest value a forecast may take (0 for non-negative histories).
     floor: f64,
+    /// Short periods' phase-bin profiles, added to the regression.
+    profiles: Vec<periods::Profile>,
 }
 
 impl Curve {
     fn value(&self, t: f64) -> f64 {
-        let mut row = [0.0; 2 + 2 * (MAX_DAILY_HARMONICS + MAX_WEEKLY_HARMONICS) + 4 * MAX_DAILY_HARMONICS];
-        let row = &mut row[..self.terms.len()];
-        self.terms.write_row(t, self.t_ref, row);
-        let mut value: f64 = row.iter().zip(&self.coef).map(|(x, c)| x * c).sum();
+        let mut value = self.seasonal(t);
         if let Some((offset, tau)) = self.level {
             value += offset * (-(t - self.t_ref).max(0.0) / tau).exp();
         }
         value.max(self.floor)
+    }
+
+    /// The regression and the profiles, without the level correction and the floor.
+    fn seasonal(&self, t: f64) -> f64 {
+        let mut row = [0.0; 2 + 2 * (MAX_DAILY_HARMONICS + MAX_WEEKLY_HARMONICS) + 4 * MAX_DAILY_HARMONICS];
+        let row = &mut row[..self.terms.len()];
+        self.terms.write_row(t, self.t_ref, row);
+        let value: f64 = row.iter().zip(&self.coef).map(|(x, c)| x * c).sum();
+        value + self.profiles.iter().map(|p| p.value(t)).sum::<f64>()
     }
 }
 
@@ -352,8 +463,9 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     let floor = if values.iter().all(|&v| v >= 0.0) { 0.0 } else { f64::NEG_INFINITY };
     let mean_abs = values.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
 
+    let structure = Structure::resolve(&times, &values, cfg);
     let train = n - holdout_len(&times, &cfg.holdout);
-    let (probe, _, _) = fit_curve(&times[..train], &values[..train], cfg, floor)?;
+    let (probe, _, probe_correction) = fit_curve(&times[..train], &values[..train], cfg, &structure, floor)?;
     let holdout_error = wape(&probe, &times[train..], &values[train..], mean_abs);
 
     if let Some(bound) = cfg.max_holdout_error
@@ -361,8 +473,54 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     {
         return Err(ForecastError::Abstain { reason: AbstainReason::PoorFit { holdout_error, bound } });
     }
-    let (curve, spread, correction) = fit_curve(&times, &values, cfg, floor)?;
-    Ok(Model { curve, holdout_error, spread, samples: n, correction })
+    let calibration = calibrate(&probe, probe_correction, &times[train - 1..], &values[train - 1..]);
+    let (curve, spread, correction) = fit_curve(&times, &values, cfg, &structure, floor)?;
+    Ok(Model { curve, holdout_error, spread, samples: n, correction, calibration })
+}
+
+/// The model's structure, decided once per `fit` from the whole history, so the holdout fit and the full fit
+/// have the same shape.
+struct Structure {
+    seasonality: Seasonality,
+    /// Short periods (seconds) for phase-bin profiles.
+    short: Vec<f64>,
+}
+
+impl Structure {
+    fn resolve(times: &[f64], values: &[f64], cfg: &ForecastConfig) -> Structure {
+        if cfg.seasonality != Seasonality::Auto {
+            return Structure { seasonality: cfg.seasonality, short: Vec::new() };
+        }
+        let found = periods::detect(times, values);
+        let span = times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0);
+        // A daily cycle needs two days to be tested; until then assume it, as a fixed `Daily` would (its terms
+        // are still dropped when the history cannot identify them).
+        let daily = found.daily || span < 2.0 * features::DAY;
+        Structure { seasonality: Seasonality::of(daily, found.weekly), short: found.short }
+    }
+}
+
+/// Runs the probe's level correction forward over the holdout (`times[0]` is the last training sample), one
+/// sample at a time, with the smoothing weight the probe chose on its training data: what a forecaster fitted at
+/// the start of the holdout and fed each new sample as it arrived would have forecast from each origin.
+fn calibrate(probe: &Curve, correction: Option<HorizonError>, times: &[f64], values: &[f64]) -> Calibration {
+    let base: Vec<f64> = times.iter().map(|&t| probe.seasonal(t)).collect();
+    let tau = probe.level.map(|(_, tau)| tau);
+    let mut levels = Vec::with_capacity(times.len());
+    let mut level = probe.level.map_or(0.0, |(offset, _)| offset);
+    levels.push(level);
+    for i in 1..times.len() {
+        match (tau, correction) {
+            (Some(tau), Some(c)) => {
+                let decay = (-(times[i] - times[i - 1]) / tau).exp();
+                let innovation = (values[i] - base[i]) - decay * level;
+                level = decay * level + c.alpha * innovation;
+            }
+            _ => level = 0.0,
+        }
+        levels.push(level);
+    }
+    Calibration { times: times.to_vec(), values: values.to_vec(), base, levels, tau, floor: probe.floor }
 }
 
 /// Number of most recent samples to hold out; leaves at least `MIN_TRAINING` (guaranteed by `validate`).
@@ -380,15 +538,16 @@ fn fit_curve(
     times: &[f64],
     values: &[f64],
     cfg: &ForecastConfig,
+    structure: &Structure,
     floor: f64,
 ) -> Result<(Curve, f64, Option<HorizonError>), ForecastError> {
     let t_ref = times.last().copied().unwrap_or(0.0);
     let first = values.first().copied().unwrap_or(0.0);
     if values.iter().all(|&v| v == first) {
-        let curve = Curve { terms: Terms::LEVEL, coef: vec![first], t_ref, level: None, floor };
+        let curve = Curve { terms: Terms::LEVEL, coef: vec![first], t_ref, level: None, floor, profiles: Vec::new() };
         return Ok((curve, 0.0, None));
     }
-    let mut terms = features::identifiable(times, cfg.wanted_terms());
+    let mut terms = features::identifiable(times, cfg.wanted_terms(structure.seasonality));
     let fit = loop {
         let x = terms.design_matrix(times, t_ref);
         match regression::robust_fit(&x, values, cfg.outlier_k) {
@@ -399,15 +558,25 @@ fn fit_curve(
             },
         }
     };
-    let correction = cfg
-        .level_correction
-        .and_then(|tau| level::correction(times, &fit.residuals, tau, cfg.outlier_k).map(|c| (c, tau)));
-    let level = cfg.level_correction.map(|tau| (correction.map_or(0.0, |(c, _)| c.offset), tau));
     let step_secs = median_spacing(times);
+    // Each short period's profile is fitted to what the regression (and the profiles before it) left.
+    let mut residuals = fit.residuals;
+    let mut profiles = Vec::with_capacity(structure.short.len());
+    for &period in &structure.short {
+        let profile = periods::Profile::fit(times, &residuals, period, step_secs);
+        for (r, &t) in residuals.iter_mut().zip(times) {
+            *r -= profile.value(t);
+        }
+        profiles.push(profile);
+    }
+    let sigma = if profiles.is_empty() { fit.sigma } else { regression::robust_sigma(&residuals) };
+    let correction =
+        cfg.level_correction.and_then(|tau| level::correction(times, &residuals, tau, cfg.outlier_k).map(|c| (c, tau)));
+    let level = cfg.level_correction.map(|tau| (correction.map_or(0.0, |(c, _)| c.offset), tau));
     let horizon =
         correction.map(|(c, _)| HorizonError { alpha: c.alpha, innovation_sigma: c.innovation_sigma, step_secs });
-    let curve = Curve { terms, coef: fit.coef, t_ref, level, floor };
-    Ok((curve, fit.sigma, horizon))
+    let curve = Curve { terms, coef: fit.coef, t_ref, level, floor, profiles };
+    Ok((curve, sigma, horizon))
 }
 
 /// The median spacing of sorted times (0 with fewer than two).

@@ -384,3 +384,120 @@ mod properties {
         }
     }
 }
+
+/// `daily_truth` plus a 5-minute spike of +`height` at the top of every hour (a cron job, a bot).
+fn hourly_spiky(height: f64) -> impl Fn(f64) -> f64 {
+    move |t: f64| daily_truth(t) + if (t - T0).rem_euclid(HOUR) < 5.0 * MIN { height } else { 0.0 }
+}
+
+fn auto_cfg() -> ForecastConfig {
+    ForecastConfig { seasonality: Seasonality::Auto, ..ForecastConfig::default() }
+}
+
+/// Asserts `periods` are, in order, within 0.5% of `expected`.
+fn assert_periods(periods: &[f64], expected: &[f64], what: &str) {
+    assert_eq!(periods.len(), expected.len(), "{what}: periods {periods:?}, expected {expected:?}");
+    for (p, e) in periods.iter().zip(expected) {
+        assert!((p - e).abs() < 0.005 * e, "{what}: period {p} s, expected {e} s (all: {periods:?})");
+    }
+}
+
+#[test]
+fn auto_finds_an_hourly_spike_and_the_daily_cycle() {
+    let samples = series(hourly_spiky(100.0), T0, T0 + 7.0 * DAY, MIN, 5.0, 30);
+    let model = fit(&samples, &auto_cfg()).expect("fits");
+    assert_periods(&model.periods(), &[HOUR, DAY], "1-minute samples");
+    // The same at 5-minute resolution, where a spike is a single sample.
+    let samples = series(hourly_spiky(100.0), T0, T0 + 7.0 * DAY, 5.0 * MIN, 5.0, 31);
+    let model = fit(&samples, &auto_cfg()).expect("fits");
+    assert_periods(&model.periods(), &[HOUR, DAY], "5-minute samples");
+    // Two weeks of a weekly cycle: the week too.
+    let weekly_spiky = |t: f64| truth(t) + if (t - T0).rem_euclid(HOUR) < 5.0 * MIN { 100.0 } else { 0.0 };
+    let samples = series(weekly_spiky, T0, T0 + 14.0 * DAY, 5.0 * MIN, 5.0, 32);
+    let model = fit(&samples, &auto_cfg()).expect("fits");
+    assert_periods(&model.periods(), &[HOUR, DAY, WEEK], "two weeks");
+}
+
+#[test]
+fn auto_finds_no_period_in_white_noise() {
+    for seed in 40..46 {
+        let samples = series(|_| 100.0, T0, T0 + 7.0 * DAY, if seed % 2 == 0 { MIN } else { 5.0 * MIN }, 20.0, seed);
+        let model = fit(&samples, &auto_cfg()).expect("fits");
+        assert_eq!(model.periods(), Vec::<f64>::new(), "seed {seed}");
+    }
+}
+
+/// Drops days 2 and 4 and 20% of the rest, and puts a 50x outlier on one sample in 500.
+fn with_gaps_and_outliers(samples: Vec<(f64, f64)>, seed: u64) -> Vec<(f64, f64)> {
+    let (mut keep, mut spike) = (Rng(seed), Rng(seed + 1000));
+    samples
+        .into_iter()
+        .filter(|(t, _)| ![2, 4].contains(&(((t - T0) / DAY) as i64)))
+        .filter(|_| keep.uniform() > 0.2)
+        .map(|(t, v)| if spike.uniform() < 0.002 { (t, 50.0 * v) } else { (t, v) })
+        .collect()
+}
+
+#[test]
+fn gaps_and_outliers_neither_hide_periods_nor_invent_them() {
+    for seed in 50..53 {
+        let noise = with_gaps_and_outliers(series(|_| 100.0, T0, T0 + 7.0 * DAY, MIN, 20.0, seed), seed);
+        let model = fit(&noise, &auto_cfg()).expect("fits");
+        assert_eq!(model.periods(), Vec::<f64>::new(), "noise, seed {seed}");
+
+        let spiky = with_gaps_and_outliers(series(hourly_spiky(100.0), T0, T0 + 7.0 * DAY, MIN, 5.0, seed), seed);
+        let model = fit(&spiky, &auto_cfg()).expect("fits");
+        assert_periods(&model.periods(), &[HOUR, DAY], &format!("spiky, seed {seed}"));
+    }
+}
+
+#[test]
+fn the_forecast_provisions_for_the_next_hourly_spike() {
+    // Ten minutes before the top of the hour: the next 15 minutes hold a spike of +100 over ~220.
+    let now = T0 + 6.0 * DAY + 13.0 * HOUR - 10.0 * MIN;
+    let truth = hourly_spiky(100.0);
+    let samples = series(&truth, T0, now + 1.0, MIN, 5.0, 60);
+    let coming = (0..=15).map(|m| truth(now + m as f64 * MIN)).fold(f64::MIN, f64::max);
+    let auto = fit(&samples, &auto_cfg()).expect("fits");
+    let peak = auto.peak(now, now + 15.0 * MIN, MIN).expect("valid range");
+    assert!((peak - coming).abs() < 10.0, "Auto provisions {peak:.1} for a coming peak of {coming:.1}");
+    // Just after the spike has passed, the next one is 55 minutes away: no spike in the next 15 minutes.
+    let after = now + 20.0 * MIN;
+    let samples = series(&truth, T0, after + 1.0, MIN, 5.0, 61);
+    let model = fit(&samples, &auto_cfg()).expect("fits");
+    let quiet = model.peak(after, after + 15.0 * MIN, MIN).expect("valid range");
+    assert!(quiet < coming - 60.0, "{quiet:.1} provisioned for a quiet quarter hour");
+    // A daily-only model smears the spikes into its level and misses the coming one.
+    let daily = fit(&series(&truth, T0, now + 1.0, MIN, 5.0, 60), &ForecastConfig::default()).expect("fits");
+    let daily_peak = daily.peak(now, now + 15.0 * MIN, MIN).expect("valid range");
+    assert!(daily_peak < coming - 50.0, "the daily-only model provisions {daily_peak:.1}");
+}
+
+#[test]
+fn conformal_margin_covers_the_requested_fraction_of_windows() {
+    // A daily cycle with N(0, 10²) noise. Each fit's margin over a 15-minute look-ahead is checked against the
+    // windows of the following 12 hours.
+    let horizon = 15.0 * MIN;
+    let samples = series(daily_truth, T0, T0 + 12.0 * DAY, 5.0 * MIN, 10.0, 70);
+    for coverage in [0.8, 0.95] {
+        let (mut covered, mut windows) = (0usize, 0usize);
+        for origin in 0..8 {
+            let now = T0 + 7.0 * DAY + origin as f64 * 12.0 * HOUR;
+            let (history, future): (Vec<_>, Vec<_>) = samples.iter().partition(|(t, _)| *t <= now);
+            let history: Vec<_> = history.into_iter().filter(|(t, _)| *t > now - 7.0 * DAY).collect();
+            let model = fit(&history, &ForecastConfig::default()).expect("fits");
+            let margin = model.margin(horizon, coverage).expect("a holdout longer than the look-ahead");
+            let future: Vec<_> = future.into_iter().take_while(|(t, _)| *t <= now + 12.0 * HOUR).collect();
+            for w in future.windows(3) {
+                let start = w[0].0 - 5.0 * MIN;
+                let forecast = model.peak(start + 5.0 * MIN, start + horizon, 5.0 * MIN).expect("valid range");
+                let actual = w.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+                covered += usize::from(actual <= forecast + margin);
+                windows += 1;
+            }
+        }
+        let achieved = covered as f64 / windows as f64;
+        eprintln!("coverage {coverage}: achieved {achieved:.3} over {windows} windows");
+        assert!((achieved - coverage).abs() < 0.05, "asked {coverage}, achieved {achieved:.3} over {windows} windows");
+    }
+}

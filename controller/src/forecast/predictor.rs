@@ -2,13 +2,15 @@
 //!
 //! The controller (history from a Prometheus range query) and the backtest (the replayed trace's past) call the
 //! same `Predictor`, so the backtest measures what the controller would do. The model is `forecast::fit`
-//! (trend plus daily and weekly cycles); it is refitted at most once per `step` (the resolution of its
-//! history, so a refit more often could only see the same samples) and evaluated from the cache in between.
+//! (trend plus the periods the history shows, or the cycles the rule names); it is refitted at most once per
+//! `step` (the resolution of its history, so a refit more often could only see the same samples) and
+//! evaluated from the cache in between.
 //!
-//! The peak the engine provisions for is the model's highest forecast over `[now, now + lookahead]` plus a
-//! safety margin of `MARGIN_SPREADS` robust standard deviations of the forecast's error at the look-ahead
-//! (`Model::spread_at`: the level-corrected forecast's error a look-ahead ahead, at most the fit's residual
-//! spread).
+//! The peak the engine provisions for is the model's highest forecast over `[now, now + lookahead]` (the rule's
+//! look-ahead covers its start-up delay plus one interval) plus a calibrated margin: the rule's `coverage`
+//! quantile of the forecast's own out-of-sample peak errors over that look-ahead (`Model::margin`). Only when
+//! the holdout is too short to measure any (it is shorter than the look-ahead) does the margin fall back to
+//! `MARGIN_SPREADS` robust standard deviations of the forecast's error at the look-ahead.
 
 use std::time::Duration;
 
@@ -16,13 +18,13 @@ use jiff::Timestamp;
 
 use crate::{
     engine::{
-        Forecast, Sample,
+        Forecast, ForecastDetail, Sample,
         policy::{PredictiveRule, SeasonalitySpec},
     },
     forecast::{self, ForecastConfig, ForecastError, Model, Seasonality},
 };
 
-/// The safety margin, in residual spreads (a robust standard deviation). The forecast is a mean; provisioning
+/// The fallback margin when no out-of-sample error could be measured, in residual spreads (a robust standard deviation). The forecast is a mean; provisioning
 /// for it would leave every point above the mean short, and under-provisioning costs dropped requests while
 /// over-provisioning costs a few pods. Two spreads cover one point with about 97.7 % one-sided probability
 /// for normal residuals; the look-ahead holds a few strongly correlated points, so the window's own maximum
@@ -43,7 +45,7 @@ pub struct Predictor {
 
 #[derive(Clone, Debug)]
 enum Fit {
-    Model(Model),
+    Model(Box<Model>),
     Abstain { reason: String, samples: usize },
 }
 
@@ -109,19 +111,15 @@ impl Predictor {
                 samples,
             };
         }
-        let span = match (self.buffer.first(), self.buffer.last()) {
-            (Some(a), Some(b)) => b.0 - a.0,
-            _ => 0.0,
-        };
         self.config.seasonality = match self.rule.seasonality {
-            SeasonalitySpec::Auto => Seasonality::auto(span),
+            SeasonalitySpec::Auto => Seasonality::Auto,
             SeasonalitySpec::None => Seasonality::None,
             SeasonalitySpec::Daily => Seasonality::Daily,
             SeasonalitySpec::Weekly => Seasonality::Weekly,
             SeasonalitySpec::DailyWeekly => Seasonality::DailyWeekly,
         };
         match forecast::fit(&self.buffer, &self.config) {
-            Ok(model) => Fit::Model(model),
+            Ok(model) => Fit::Model(Box::new(model)),
             Err(ForecastError::Abstain { reason }) => Fit::Abstain { reason: reason.to_string(), samples },
             Err(e) => Fit::Abstain { reason: e.to_string(), samples },
         }
@@ -131,11 +129,28 @@ impl Predictor {
         let from = seconds(now);
         let to = from + self.rule.lookahead.as_secs_f64();
         let step = self.rule.step.as_secs_f64().max(1.0);
+        let horizon = to - from;
+        let coverage = self.rule.coverage;
+        let (margin, margin_basis) = match model.margin(horizon, coverage) {
+            Some(margin) => (
+                margin,
+                format!(
+                    "{:.1}% quantile of {} out-of-sample peak errors",
+                    coverage * 100.0,
+                    model.calibration_size(horizon)
+                ),
+            ),
+            None => (
+                MARGIN_SPREADS * model.spread_at(to - model.fitted_at()),
+                format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
+            ),
+        };
         match model.peak(from, to, step) {
             Ok(peak) => Forecast::Ready {
-                peak: peak + MARGIN_SPREADS * model.spread_at(to - model.fitted_at()),
+                peak: peak + margin,
                 samples: model.samples(),
                 error: model.holdout_error(),
+                detail: ForecastDetail { periods: model.periods(), margin, margin_basis },
             },
             Err(e) => Forecast::Abstain { reason: e.to_string(), samples: model.samples() },
         }
@@ -171,6 +186,8 @@ mod tests {
             min_samples: 10,
             max_error: 0.5,
             mode: PredictiveMode::Scale,
+            coverage: 0.95,
+            startup_delay: None,
         }
     }
 
@@ -207,7 +224,7 @@ mod tests {
         // quarter day). The look-ahead (15 min) ends at 05:15: the peak to provision for is the value there.
         let now = 3 * DAY + 5 * 3600;
         let history = daily(0, now);
-        let Forecast::Ready { peak, samples, error } = Predictor::new(&rule()).forecast(&history, t(now)) else {
+        let Forecast::Ready { peak, samples, error, .. } = Predictor::new(&rule()).forecast(&history, t(now)) else {
             panic!("expected a forecast")
         };
         let truth = 100.0 + 50.0 * (std::f64::consts::TAU * (now + 900) as f64 / DAY as f64).sin();
@@ -248,5 +265,43 @@ mod tests {
         let refitted = p.forecast(&shifted, t(now + STEP));
         let Forecast::Ready { samples: n, .. } = refitted else { panic!("expected a forecast") };
         assert_eq!(n, samples + 1, "the refit sees the new sample");
+    }
+}
+
+#[cfg(test)]
+mod startup_delay {
+    use super::*;
+    use crate::{api::ScalingPolicySpec, engine::Policy, engine::predictive::required_replicas};
+
+    fn rule(predictive_extra: &str) -> PredictiveRule {
+        let yaml = format!(
+            "targetRef: {{name: web}}\nmaxReplicas: 20\ninterval: 1m\nmetrics: [{{name: rps, requestRate: {{}}}}]\n\
+             policies:\n  predictive: {{metric: rps, capacityPerReplica: 100, history: 3d, step: 1m{predictive_extra}}}\n"
+        );
+        let spec: ScalingPolicySpec = serde_yaml::from_str(&yaml).expect("valid spec");
+        Policy::try_from(&spec).expect("valid policy").predictive.expect("a predictive rule")
+    }
+
+    #[test]
+    fn a_start_up_delay_provisions_for_the_spike_that_arrives_within_it() {
+        let delayed = rule(", startupDelay: 25m");
+        assert_eq!(delayed.lookahead, Duration::from_secs(26 * 60), "startupDelay + interval");
+        assert_eq!(rule(", startupDelay: 25m, lookahead: 1h").lookahead, Duration::from_secs(3600));
+        assert_eq!(rule(", startupDelay: 25m, lookahead: 5m").lookahead, Duration::from_secs(26 * 60));
+        let plain = rule("");
+        assert_eq!(plain.lookahead, Duration::from_secs(15 * 60));
+
+        // 150 requests/s, and 450 for the first 5 minutes of every hour; "now" is 22 minutes before the next
+        // spike: pods requested now are ready in 25 minutes, when the spike is on.
+        let t = |s: i64| Timestamp::from_second(1_700_006_400 + s).expect("valid time");
+        let load = |s: i64| if s.rem_euclid(3600) < 300 { 450.0 } else { 150.0 };
+        let now = 3 * 86_400 - 22 * 60;
+        let history: Vec<Sample> = (0..=now / 60).map(|i| Sample::new(t(i * 60), load(i * 60))).collect();
+        let replicas = |rule: &PredictiveRule| match Predictor::new(rule).forecast(&history, t(now)) {
+            Forecast::Ready { peak, .. } => required_replicas(rule, peak),
+            other => panic!("expected a forecast, got {other:?}"),
+        };
+        assert!(replicas(&delayed) >= 5, "with startupDelay: {} replicas for a spike needing 5", replicas(&delayed));
+        assert!(replicas(&plain) <= 2, "a 15-minute look-ahead does not see it: {}", replicas(&plain));
     }
 }
