@@ -77,12 +77,19 @@ pub struct BacktestArgs {
     /// Time a new replica takes to become ready.
     #[arg(long, default_value = "60s", value_parser = policy_duration)]
     pub startup_delay: Duration,
-    /// Baselines to compare with: any of hpa, oracle, static (comma-separated).
+    /// Baselines to compare with: any of hpa, kpa, oracle, static (comma-separated).
     #[arg(long, default_value = "hpa,oracle,static", value_delimiter = ',')]
     pub compare: Vec<String>,
     /// The HPA baseline's CPU target, percent.
     #[arg(long, default_value_t = 70.0)]
     pub hpa_target: f64,
+    /// The KPA baseline's target utilization, percent of a replica's capacity.
+    #[arg(long, default_value_t = 70.0)]
+    pub kpa_target: f64,
+    /// Run the policy at headroom factors 0.6-1.4 and the HPA and KPA at targets 50-95 %, print each curve,
+    /// and with --out plot replica-hours against violation minutes in frontier.svg and frontier.png.
+    #[arg(long, conflicts_with = "trace_dir")]
+    pub sweep: bool,
     /// Write timeline.csv, plot.svg and plot.png here (and worst-day.svg/png for traces over two days).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -141,6 +148,7 @@ impl BacktestArgs {
             startup_delay: self.startup_delay,
             compare,
             hpa_target: self.hpa_target,
+            kpa_target: self.kpa_target,
             record,
             starting_pods_at_zero: self.count_starting_pods,
         })
@@ -163,6 +171,9 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("--trace or --prometheus is required (or --trace-dir)"),
     };
     let trace_path = &trace_path;
+    if args.sweep {
+        return backtest_sweep(args, &trace, trace_path, &named);
+    }
     let plan = backtest::plan(&trace, &named, &args.options(args.out.is_some())?)?;
     for note in &plan.notes {
         eprintln!("note: {note}");
@@ -182,6 +193,32 @@ fn backtest_command(args: &BacktestArgs) -> anyhow::Result<()> {
         let title = format!("{} on {}", named.name, file_name(trace_path));
         let plots = backtest::plot::write(dir, &title, &plan.setup, &outcomes)?;
         eprintln!("wrote {}/timeline.csv, {}", dir.display(), plots.join(", "));
+    }
+    Ok(())
+}
+
+/// `--sweep`: every curve as a table, and the frontier plot with --out.
+fn backtest_sweep(
+    args: &BacktestArgs,
+    trace: &backtest::Trace,
+    trace_path: &Path,
+    named: &backtest::NamedPolicy,
+) -> anyhow::Result<()> {
+    let plan = backtest::plan(trace, named, &args.options(false)?)?;
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let started = Instant::now();
+    let sweep = backtest::sweep::sweep(&plan, threads)?;
+    print!("{}", sweep.table());
+    eprintln!("swept in {:.1}s on {threads} threads", started.elapsed().as_secs_f64());
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
+        let title = format!("{} on {}: cost against violations", named.name, file_name(trace_path));
+        let files = backtest::frontier::write(dir, &title, &sweep)?;
+        eprintln!("wrote {}/{}", dir.display(), files.join(", "));
     }
     Ok(())
 }

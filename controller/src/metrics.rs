@@ -402,6 +402,7 @@ mod tests {
                 down: None,
             }],
             targets: vec![],
+            demand: vec![],
             predictive: None,
             up: crate::engine::policy::DirectionRules::default_up(),
             down: crate::engine::policy::DirectionRules::default_down(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::spec::{self, ScalingPolicySpec};
 use crate::engine::policy::{
-    Amount, Bound, DirectionRules, Fallback, MetricKind, MetricSpec, Policy, PredictiveMode, PredictiveRule, RateLimit,
-    SeasonalitySpec, Select, TargetKind, TargetRule, ThresholdRule,
+    Amount, Bound, DemandRule, DirectionRules, Fallback, MetricKind, MetricSpec, Policy, PredictiveMode,
+    PredictiveRule, RateLimit, SeasonalitySpec, Select, TargetKind, TargetRule, ThresholdRule,
 };
 
 /// Default coverage of the predictive policy's margin.
@@ -48,7 +48,7 @@ pub enum InvalidPolicy {
     DuplicateMetric(String),
     #[error("{policy} refers to metric {metric:?}, which is not in spec.metrics")]
     UnknownMetric { policy: String, metric: String },
-    #[error("at least one policy (threshold, target or predictive) is required")]
+    #[error("at least one policy (threshold, target, demand or predictive) is required")]
     NoPolicy,
     #[error("threshold policy for {metric:?}: scaleUpAbove ({up}) must be greater than scaleDownBelow ({down})")]
     ThresholdOrder { metric: String, up: f64, down: f64 },
@@ -228,6 +228,34 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
             });
         }
 
+        let mut demand = Vec::new();
+        for d in &spec.policies.demand {
+            known("demand policy", &d.metric)?;
+            positive(&format!("demand target of {:?}", d.metric), d.target)?;
+            let utilization = d.target_utilization_percentage.unwrap_or(70.0);
+            positive("targetUtilizationPercentage", utilization)?;
+            let stable_window = d.stable_window.map(|w| w.std()).unwrap_or(Duration::from_secs(60));
+            let panic_percentage = d.panic_window_percentage.unwrap_or(10.0);
+            positive("panicWindowPercentage", panic_percentage)?;
+            let panic_threshold = d.panic_threshold_percentage.unwrap_or(200.0);
+            positive("panicThresholdPercentage", panic_threshold)?;
+            let rate = |field: &str, v: Option<f64>, default: f64| match v {
+                Some(v) if !(v.is_finite() && v >= 1.0) => {
+                    Err(InvalidPolicy::NotPositive { field: field.into(), value: v })
+                }
+                v => Ok(v.unwrap_or(default)),
+            };
+            demand.push(DemandRule {
+                metric: d.metric.clone(),
+                target: d.target * utilization.min(100.0) / 100.0,
+                stable_window,
+                panic_window: stable_window.mul_f64(panic_percentage.min(100.0) / 100.0).max(Duration::from_secs(1)),
+                panic_threshold: panic_threshold / 100.0,
+                max_scale_up_rate: rate("maxScaleUpRate", d.max_scale_up_rate, 1000.0)?,
+                max_scale_down_rate: rate("maxScaleDownRate", d.max_scale_down_rate, 2.0)?,
+            });
+        }
+
         let predictive = match &spec.policies.predictive {
             None => None,
             Some(p) => {
@@ -270,7 +298,7 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
                 })
             }
         };
-        if thresholds.is_empty() && targets.is_empty() && predictive.is_none() {
+        if thresholds.is_empty() && targets.is_empty() && demand.is_empty() && predictive.is_none() {
             return Err(InvalidPolicy::NoPolicy);
         }
 
@@ -289,6 +317,7 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
             metrics,
             thresholds,
             targets,
+            demand,
             predictive,
             up,
             down,

@@ -41,9 +41,10 @@ use super::{duration::Duration, status::ScalingPolicyStatus};
 #[x_kube(
     validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas").field_path(".minReplicas"),
     validation = Rule::new("self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))").message("metric names must be unique").field_path(".metrics"),
-    validation = Rule::new("(has(self.policies.threshold) && size(self.policies.threshold) > 0) || (has(self.policies.target) && size(self.policies.target) > 0) || has(self.policies.predictive)").message("at least one policy (threshold, target or predictive) is required").field_path(".policies"),
+    validation = Rule::new("(has(self.policies.threshold) && size(self.policies.threshold) > 0) || (has(self.policies.target) && size(self.policies.target) > 0) || (has(self.policies.demand) && size(self.policies.demand) > 0) || has(self.policies.predictive)").message("at least one policy (threshold, target, demand or predictive) is required").field_path(".policies"),
     validation = Rule::new("!has(self.policies.threshold) || self.policies.threshold.all(p, self.metrics.exists(m, m.name == p.metric))").message("every threshold policy must name a metric defined in spec.metrics").field_path(".policies.threshold"),
     validation = Rule::new("!has(self.policies.target) || self.policies.target.all(p, self.metrics.exists(m, m.name == p.metric))").message("every target policy must name a metric defined in spec.metrics").field_path(".policies.target"),
+    validation = Rule::new("!has(self.policies.demand) || self.policies.demand.all(p, self.metrics.exists(m, m.name == p.metric))").message("every demand policy must name a metric defined in spec.metrics").field_path(".policies.demand"),
     validation = Rule::new("!has(self.policies.predictive) || self.metrics.exists(m, m.name == self.policies.predictive.metric)").message("the predictive policy must name a metric defined in spec.metrics").field_path(".policies.predictive.metric"),
     validation = Rule::new("!has(self.fallback) || !has(self.fallback.replicas) || self.fallback.replicas <= self.maxReplicas").message("fallback.replicas must not be greater than maxReplicas").field_path(".fallback.replicas"),
     validation = Rule::new("!has(self.interval) || self.interval.matches('(^|[a-z])[1-9][0-9]*([.][0-9]+)?(s|m|h|d|w)([0-9]|$)') || self.interval.matches('(^|[a-z])[1-9][0-9]{3,}ms')").message("interval must be at least 1s (e.g. 1s, 15s, 1m)").field_path(".interval")
@@ -317,6 +318,12 @@ pub struct Policies {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub target: Vec<TargetPolicy>,
+    /// Knative-style demand scaling with a panic mode, on a metric that does not saturate (request rate,
+    /// queue depth, concurrency): the stable window's average sets replicas; a burst seen in the short panic
+    /// window is met in one step, and scale-down waits until a stable window has passed without panic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub demand: Vec<DemandPolicy>,
     /// Regression forecast of offered load, scaling ahead of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictive: Option<PredictivePolicy>,
@@ -391,6 +398,48 @@ pub struct TargetPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 0.99))]
     pub tolerance: Option<f64>,
+}
+
+/// Scale on demand like the Knative Pod Autoscaler (KPA), with its settings and defaults: desired replicas =
+/// ceil(average demand / (target x targetUtilizationPercentage / 100)), averaged over the stable window; over
+/// the panic window when that asks for at least panicThresholdPercentage of the ready replicas (panic mode:
+/// scale up in one step, no scale-down until a stable window has passed without panic).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.target > 0.0").message("target must be greater than 0").field_path(".target"))]
+pub struct DemandPolicy {
+    /// The demand metric, a total over the target's pods (a name from spec.metrics; usually a requestRate).
+    #[schemars(length(min = 1, max = 63))]
+    pub metric: String,
+    /// How much of the metric one replica takes at 100 % (Knative's autoscaling.knative.dev/target), e.g. 100
+    /// requests/s.
+    pub target: f64,
+    /// The share of target to run replicas at, percent (Knative's target-utilization-percentage). Default 70.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub target_utilization_percentage: Option<f64>,
+    /// The window the demand is averaged over in stable mode, and how long panic mode lasts after the last
+    /// panic (Knative's stable-window). Default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_window: Option<Duration>,
+    /// The panic window, as a percentage of the stable window (Knative's panic-window-percentage). Default 10
+    /// (6s of a 60s stable window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub panic_window_percentage: Option<f64>,
+    /// Panic when the panic window asks for at least this percentage of the ready replicas (Knative's
+    /// panic-threshold-percentage). Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 110.0, max = 1000.0))]
+    pub panic_threshold_percentage: Option<f64>,
+    /// At most this multiple of the ready replicas in one decision (Knative's max-scale-up-rate). Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub max_scale_up_rate: Option<f64>,
+    /// At least the ready replicas divided by this in one decision (Knative's max-scale-down-rate). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub max_scale_down_rate: Option<f64>,
 }
 
 /// How a target value relates to replicas.

@@ -5,6 +5,7 @@
 //! ```text
 //!  trace.csv ─► Trace ─resample every tick─► loads ─┬─► policy (engine::recommend + forecast::Predictor)─┐
 //!                                                   ├─► hpa    (engine::recommend, HPA defaults)         ├─► Cluster ─► Scorer
+//!                                                   ├─► kpa    (engine::recommend, KPA defaults)         │
 //!                                                   ├─► static                                          │
 //!                                                   └─► oracle (most replicas needed over the next delay)┘
 //! ```
@@ -12,6 +13,7 @@
 //! See docs/backtest.md for the cluster model and the scores.
 
 pub mod cluster;
+pub mod frontier;
 pub mod input;
 pub mod matrix;
 pub mod output;
@@ -19,6 +21,7 @@ pub mod plot;
 pub mod score;
 pub mod signals;
 pub mod strategy;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
 pub mod trace;
@@ -57,10 +60,12 @@ pub enum BacktestError {
     PeakReplicas,
     #[error("the trace's 99th-percentile load is 0: give --capacity-per-replica")]
     ZeroLoad,
-    #[error("unknown baseline {0:?}: expected hpa, oracle or static")]
+    #[error("unknown baseline {0:?}: expected hpa, kpa, oracle or static")]
     UnknownBaseline(String),
     #[error("--hpa-target must be between 1 and 100 percent, got {0}")]
     HpaTarget(f64),
+    #[error("--kpa-target must be between 1 and 100 percent, got {0}")]
+    KpaTarget(f64),
     #[error(transparent)]
     Simulate(#[from] strategy::SimulateError),
     #[error("cannot write {path}: {reason}")]
@@ -80,6 +85,7 @@ pub enum Capacity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Baseline {
     Hpa,
+    Kpa,
     Oracle,
     Static,
 }
@@ -90,6 +96,7 @@ impl std::str::FromStr for Baseline {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "hpa" => Ok(Baseline::Hpa),
+            "kpa" => Ok(Baseline::Kpa),
             "oracle" => Ok(Baseline::Oracle),
             "static" => Ok(Baseline::Static),
             other => Err(BacktestError::UnknownBaseline(other.to_string())),
@@ -105,6 +112,8 @@ pub struct Options {
     pub compare: Vec<Baseline>,
     /// The HPA baseline's CPU target, percent.
     pub hpa_target: f64,
+    /// The KPA baseline's target utilization, percent of a replica's capacity.
+    pub kpa_target: f64,
     /// Keep the replica timeline (for timeline.csv and the plot).
     pub record: bool,
     /// The policy sees CPU and memory averaged over every requested pod, starting ones at 0 %, instead of
@@ -119,6 +128,7 @@ impl Default for Options {
             startup_delay: Duration::from_secs(60),
             compare: vec![Baseline::Hpa, Baseline::Oracle, Baseline::Static],
             hpa_target: 70.0,
+            kpa_target: 70.0,
             record: false,
             starting_pods_at_zero: false,
         }
@@ -184,6 +194,9 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
     if !(opts.hpa_target >= 1.0 && opts.hpa_target <= 100.0) {
         return Err(BacktestError::HpaTarget(opts.hpa_target));
     }
+    if !(opts.kpa_target >= 1.0 && opts.kpa_target <= 100.0) {
+        return Err(BacktestError::KpaTarget(opts.kpa_target));
+    }
     let step_secs = trace.step as f64;
     let mut notes = Vec::new();
     // The simulated replica serves `capacity`; the policy says one replica serves capacityPerReplica. Request
@@ -203,10 +216,14 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
         name: policy.name.clone(),
         policy: Box::new(policy.policy.clone()),
         starting_pods_at_zero: opts.starting_pods_at_zero,
+        headroom: 1.0,
     }];
+    // The baselines scale within the policy's own range, so that they answer the same question.
+    let (min, max) = (policy.policy.min_replicas, policy.policy.max_replicas);
     for b in &opts.compare {
         let s = match b {
-            Baseline::Hpa => Strategy::Hpa { target: opts.hpa_target },
+            Baseline::Hpa => Strategy::Hpa { target: opts.hpa_target, min, max },
+            Baseline::Kpa => Strategy::Kpa { target: opts.kpa_target, min, max },
             Baseline::Oracle => Strategy::Oracle,
             Baseline::Static => Strategy::Static,
         };

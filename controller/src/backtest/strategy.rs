@@ -4,6 +4,9 @@
 //!   failure counts carried between evaluations exactly as the controller carries them.
 //! - `Hpa`: the Kubernetes HPA v2 on CPU (target 70 %, tolerance 0.1, 15 s sync, default behavior), built as
 //!   an engine policy with one target rule, since the engine implements the HPA algorithm.
+//! - `Kpa`: the Knative Pod Autoscaler on offered load (target 70 %, stable window 60 s, panic window 6 s,
+//!   panic threshold 200 %, scale-down at most 2x per decision), built as an engine policy with one demand
+//!   rule and no other behavior, since the engine's demand rule implements the KPA algorithm.
 //! - `Static`: the fewest replicas that are never under capacity, fixed.
 //! - `Oracle`: perfect foresight with the same start-up delay: at `t` it requests the most replicas needed
 //!   anywhere in `[t, t + delay]`, so its pods are ready in time and it pays for nothing more. The lower
@@ -21,7 +24,9 @@ use super::{
 use crate::{
     engine::{
         self, Forecast, RecommendationRecord, ScaleEvent, Snapshot,
-        policy::{DirectionRules, Fallback, MetricKind, MetricSpec, Policy, TargetKind, TargetRule},
+        policy::{
+            DemandRule, DirectionRules, Fallback, MetricKind, MetricSpec, Policy, Select, TargetKind, TargetRule,
+        },
         target::ceil_replicas,
     },
     forecast::Predictor,
@@ -41,9 +46,21 @@ pub enum Strategy {
         /// Average CPU and memory over every requested pod, starting ones at 0 % (as a Prometheus average
         /// over the target's pods would), instead of over ready pods only.
         starting_pods_at_zero: bool,
+        /// Every target and the predictive capacity multiplied by this (1: as written; see `sweep`). Request
+        /// rates stay in the units of the policy as written.
+        headroom: f64,
     },
+    /// The HPA at `target` % CPU within [min, max] (the policy's own range).
     Hpa {
         target: f64,
+        min: u32,
+        max: u32,
+    },
+    /// The KPA at `target` % of a replica's capacity within [min, max] (the policy's own range).
+    Kpa {
+        target: f64,
+        min: u32,
+        max: u32,
     },
     Static,
     Oracle,
@@ -54,6 +71,7 @@ impl Strategy {
         match self {
             Strategy::Policy { name, .. } => name,
             Strategy::Hpa { .. } => "hpa",
+            Strategy::Kpa { .. } => "kpa",
             Strategy::Static => "static",
             Strategy::Oracle => "oracle",
         }
@@ -63,28 +81,65 @@ impl Strategy {
     pub fn interval(&self) -> Option<Duration> {
         match self {
             Strategy::Policy { policy, .. } => Some(policy.interval),
-            Strategy::Hpa { .. } => Some(HPA_SYNC),
+            Strategy::Hpa { .. } | Strategy::Kpa { .. } => Some(HPA_SYNC),
             Strategy::Static | Strategy::Oracle => None,
         }
     }
 }
 
-/// The Kubernetes HPA v2 on CPU utilization with its default behavior, as an engine policy: min 1, max 100,
-/// tolerance 0.1, scale-up max(100 %, 4 pods) per 15 s without stabilization, scale-down 100 % per 15 s after
-/// a 300 s stabilization window, no cooldowns.
-pub fn hpa_policy(target: f64) -> Policy {
+/// The Kubernetes HPA v2 on CPU utilization with its default behavior, as an engine policy: tolerance 0.1,
+/// scale-up max(100 %, 4 pods) per 15 s without stabilization, scale-down 100 % per 15 s after a 300 s
+/// stabilization window, no cooldowns.
+pub fn hpa_policy(target: f64, min: u32, max: u32) -> Policy {
     let mut down = DirectionRules::default_down();
     down.cooldown = Duration::ZERO;
     Policy {
-        min_replicas: 1,
-        max_replicas: 100,
+        min_replicas: min,
+        max_replicas: max.max(min),
         interval: HPA_SYNC,
         metrics: vec![MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None }],
         thresholds: vec![],
         targets: vec![TargetRule { metric: "cpu".into(), target, kind: TargetKind::Value, tolerance: 0.1 }],
+        demand: vec![],
         predictive: None,
         up: DirectionRules::default_up(),
         down,
+        fallback: Fallback { failure_threshold: 3, replicas: None },
+        staleness: Duration::from_secs(120),
+    }
+}
+
+/// The Knative Pod Autoscaler with its defaults on the offered load (request rate, `per_replica` per second
+/// at 100 %), as an engine policy: one demand rule at `target` % (Knative's target-utilization-percentage,
+/// default 70), stable window 60 s, panic window 10 % of it (6 s), panic threshold 200 %, max scale-up rate
+/// 1000, max scale-down rate 2, and no HPA behavior on top (no stabilization, cooldown or rate limit: the KPA
+/// has none besides its own rates). It decides every 15 s (Knative ticks every 2 s; see docs/backtest.md).
+pub fn kpa_policy(target: f64, per_replica: f64, min: u32, max: u32) -> Policy {
+    let none = DirectionRules {
+        cooldown: Duration::ZERO,
+        stabilization: Duration::ZERO,
+        limits: Vec::new(),
+        select: Select::Max,
+    };
+    Policy {
+        min_replicas: min,
+        max_replicas: max.max(min),
+        interval: HPA_SYNC,
+        metrics: vec![MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None }],
+        thresholds: vec![],
+        targets: vec![],
+        demand: vec![DemandRule {
+            metric: "rps".into(),
+            target: per_replica * target / 100.0,
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            max_scale_up_rate: 1000.0,
+            max_scale_down_rate: 2.0,
+        }],
+        predictive: None,
+        up: none.clone(),
+        down: none,
         fallback: Fallback { failure_threshold: 3, replicas: None },
         staleness: Duration::from_secs(120),
     }
@@ -151,15 +206,27 @@ pub fn simulate(setup: &Setup, strategy: &Strategy, progress: &mut dyn FnMut(u64
     let first = *setup.loads.first().ok_or(SimulateError::EmptyTrace)?;
     let mut run = Run::new(setup);
     match strategy {
-        Strategy::Policy { policy, starting_pods_at_zero, .. } => {
+        Strategy::Policy { policy, starting_pods_at_zero, headroom, .. } => {
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
-            run_engine(setup, policy, *starting_pods_at_zero, initial, &mut run, progress);
+            let units = rate_scale(setup, policy);
+            if *headroom == 1.0 {
+                run_engine(setup, policy, units, *starting_pods_at_zero, initial, &mut run, progress);
+            } else {
+                let scaled = super::sweep::with_headroom(policy, *headroom);
+                run_engine(setup, &scaled, units, *starting_pods_at_zero, initial, &mut run, progress);
+            }
         }
-        Strategy::Hpa { target } => {
-            let policy = hpa_policy(*target);
+        Strategy::Hpa { target, min, max } => {
+            let policy = hpa_policy(*target, *min, *max);
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
             // metrics-server's view (ready pods) plus the engine's HPA handling of starting pods.
-            run_engine(setup, &policy, false, initial, &mut run, progress);
+            run_engine(setup, &policy, 1.0, false, initial, &mut run, progress);
+        }
+        Strategy::Kpa { target, min, max } => {
+            let policy = kpa_policy(*target, setup.capacity / setup.step_secs, *min, *max);
+            let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
+            // The activator and queue-proxy count requests at every pod; ready pods for the rates.
+            run_engine(setup, &policy, 1.0, false, initial, &mut run, progress);
         }
         Strategy::Static => {
             let replicas = setup.loads.iter().map(|&l| setup.needed(l)).max().unwrap_or(0);
@@ -254,10 +321,26 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Multiplier from load per second to the policy's request-rate units: what one replica serves by the
+/// predictive rule's reckoning (see `signals::Observation::rate_scale`); 1 without such a rule.
+pub fn rate_scale(setup: &Setup, policy: &Policy) -> f64 {
+    policy
+        .predictive
+        .as_ref()
+        .filter(|rule| {
+            matches!(policy.metric(&rule.metric).map(|m| m.kind), Some(MetricKind::RequestRate | MetricKind::Query))
+        })
+        .map(|rule| rule.capacity_per_replica / (setup.capacity / setup.step_secs))
+        .filter(|scale| scale.is_finite() && *scale > 0.0)
+        .unwrap_or(1.0)
+}
+
 /// Replays an engine policy: observe, forecast, `engine::recommend`, act, exactly as a reconcile does.
+/// Request rates are reported times `rate_scale`.
 fn run_engine(
     setup: &Setup,
     policy: &Policy,
+    rate_scale: f64,
     starting_pods_at_zero: bool,
     initial: u32,
     run: &mut Run<'_>,
@@ -271,16 +354,6 @@ fn run_engine(
     let mut failures = 0u32;
 
     // The forecast sees the predictive metric at its own step, never the future.
-    // Request rates in the policy's units: what one replica serves by the predictive rule's reckoning.
-    let rate_scale = policy
-        .predictive
-        .as_ref()
-        .filter(|rule| {
-            matches!(policy.metric(&rule.metric).map(|m| m.kind), Some(MetricKind::RequestRate | MetricKind::Query))
-        })
-        .map(|rule| rule.capacity_per_replica / (setup.capacity / setup.step_secs))
-        .filter(|scale| scale.is_finite() && *scale > 0.0)
-        .unwrap_or(1.0);
     let mut predictor = policy.predictive.as_ref().map(|rule| {
         let kind = policy.metric(&rule.metric).map(|m| m.kind).unwrap_or(MetricKind::Query);
         let step = (rule.step.as_secs() as i64).max(setup.tick_secs);

@@ -24,7 +24,17 @@ fn run(setup: &Setup, strategy: &Strategy) -> Outcome {
 }
 
 fn policy(p: engine::Policy) -> Strategy {
-    Strategy::Policy { name: "policy".into(), policy: Box::new(p), starting_pods_at_zero: false }
+    Strategy::Policy { name: "policy".into(), policy: Box::new(p), starting_pods_at_zero: false, headroom: 1.0 }
+}
+
+/// The HPA baseline at `target` % within the range it had before baselines took the policy's: 1 to 100.
+fn hpa(target: f64) -> Strategy {
+    Strategy::Hpa { target, min: 1, max: 100 }
+}
+
+/// The KPA baseline at `target` % within 1 to 100.
+fn kpa(target: f64) -> Strategy {
+    Strategy::Kpa { target, min: 1, max: 100 }
 }
 
 /// Track the request rate at exactly one replica's capacity (100 per 60 s), HPA default rate limits.
@@ -66,21 +76,24 @@ fn a_reactive_policy_violates_for_the_delay_and_the_rate_limit() {
 }
 
 #[test]
-fn a_threshold_policy_waits_for_its_for_duration() {
-    // 4 replicas at 50 % CPU; at t=600 the load doubles (100 %). Up above 70 % for 2 m, one pod at a time.
-    let p = PolicyBuilder::new(4, 20).metric("cpu", MetricKind::Cpu).threshold("cpu", Some((70.0, 120)), None);
-    let s = setup((0..80).map(|k| if k < 40 { 200.0 } else { 400.0 }).collect());
+fn a_threshold_policy_waits_for_its_for_duration_then_steps_until_the_episode_ends() {
+    // 1 replica at 100 % load; at t=600 the load triples. Up above 70 % CPU for 2 m, one pod at a time.
+    let p = PolicyBuilder::new(1, 20).metric("cpu", MetricKind::Cpu).threshold("cpu", Some((70.0, 120)), None);
+    let s = setup((0..80).map(|k| if k < 40 { 70.0 } else { 300.0 }).collect());
     let o = run(&s, &policy(p.no_cooldowns().build()));
-    // Sustained only once a sample at or before now - 2 m breaches: t=720, not 705.
-    assert_eq!(o.events.first(), Some(&(720, 4, 5)));
-    // The window restarts after the scale-up: the next step comes 2 minutes later.
-    assert_eq!(o.events.get(1), Some(&(840, 5, 6)));
+    // Sustained only once a sample at or before now - 2 m breaches: t=720, not 705. CPU saturates at 100 %,
+    // so each step asks for ceil(ready x 100 / 70); the episode goes on while CPU stays above 70 %, so the
+    // next step comes as soon as the last one's pods are ready (60 s), not 2 minutes after it: 5 replicas
+    // (the load at 60 % of them, under the bound) at t=840, where restarting the window after each step
+    // reached 5 only at t=1080.
+    assert_eq!(o.events, vec![(720, 1, 2), (780, 2, 3), (840, 3, 5)]);
+    assert_eq!(o.scores.max_replicas, 5);
 }
 
 #[test]
 fn hpa_scales_to_its_target_then_holds_within_tolerance() {
     // Load for exactly 7 replicas at 100 %: the HPA (target 70 %) wants ceil(7 x 100 / 70) = 10 at once.
-    let o = run(&setup(vec![700.0; 80]), &Strategy::Hpa { target: 70.0 });
+    let o = run(&setup(vec![700.0; 80]), &hpa(70.0));
     assert_eq!(o.events, vec![(0, 7, 10)]);
     assert_eq!(o.scores.violation_minutes, 0.0);
 }
@@ -89,7 +102,7 @@ fn hpa_scales_to_its_target_then_holds_within_tolerance() {
 fn hpa_scale_down_waits_for_the_stabilization_window() {
     // 700 until t=1200, then 350: at 10 replicas CPU is 35 %, the HPA wants 5 but holds for 300 s.
     let s = setup((0..160).map(|k| if k < 80 { 700.0 } else { 350.0 }).collect());
-    let o = run(&s, &Strategy::Hpa { target: 70.0 });
+    let o = run(&s, &hpa(70.0));
     assert_eq!(o.events, vec![(0, 7, 10), (1500, 10, 5)]);
 }
 
@@ -106,7 +119,7 @@ fn hpa_once(current: u32, cpu: f64, target: f64) -> u32 {
         consecutive_failures: 0,
         forecast: None,
     };
-    engine::recommend(&hpa_policy(target), &snap).desired
+    engine::recommend(&hpa_policy(target, 1, 100), &snap).desired
 }
 
 #[test]
@@ -132,7 +145,7 @@ fn hpa_follows_the_documented_examples() {
 fn hpa_counts_starting_pods_at_zero_cpu() {
     // After 7 -> 10 at t=0 the 3 new pods start until t=60; CPU averaged over 10 pods is 70 %, not 100 %, so
     // the HPA does not pile on more pods while they start (the engine alone, fed ready pods' CPU, would).
-    let o = run(&setup(vec![700.0; 8]), &Strategy::Hpa { target: 70.0 });
+    let o = run(&setup(vec![700.0; 8]), &hpa(70.0));
     assert_eq!(o.scores.max_replicas, 10);
 }
 
@@ -248,7 +261,10 @@ fn a_cpu_target_does_not_compound_while_pods_start() {
     let p = PolicyBuilder::new(1, 100).target("cpu", MetricKind::Cpu, 70.0).no_cooldowns().build();
     let s = setup(vec![700.0; 8]);
     let ready_only = run(&s, &policy(p.clone()));
-    let counted = run(&s, &Strategy::Policy { name: "p".into(), policy: Box::new(p), starting_pods_at_zero: true });
+    let counted = run(
+        &s,
+        &Strategy::Policy { name: "p".into(), policy: Box::new(p), starting_pods_at_zero: true, headroom: 1.0 },
+    );
     assert_eq!(ready_only.scores.max_replicas, 10);
     assert_eq!(counted.scores.max_replicas, 10);
 }
@@ -367,4 +383,101 @@ fn the_zoomed_plot_shows_the_day_with_the_most_unserved_load() {
     assert_eq!(written, ["plot.svg", "plot.png", "worst-day.svg", "worst-day.png"]);
     assert!(zoom.contains("the day with the most unserved load for policy"), "worst-day.svg has no such title");
     assert!(png > 1000, "worst-day.png is {png} bytes");
+}
+
+// --- The KPA baseline, against Knative's documented rules ---------------------------------------------------
+
+#[test]
+fn kpa_tracks_70_percent_of_capacity_in_stable_mode() {
+    // 7 replicas' worth of load (700 per 60 s step = 11.67/s; a replica serves 1.67/s, 70 % of it 1.17/s):
+    // ceil(700 / 70) = 10 replicas, like the HPA at 70 %, and then nothing changes.
+    let o = run(&setup(vec![700.0; 80]), &kpa(70.0));
+    assert_eq!(o.events, vec![(0, 7, 10)]);
+    assert_eq!(o.scores.violation_minutes, 0.0);
+}
+
+#[test]
+fn kpa_panics_on_a_burst_and_goes_there_in_one_step() {
+    // 3 replicas' worth of load, which at 70 % needs ceil(300 / 70) = 5; then 3x at t=600: the panic window
+    // (6 s: the latest sample) sees 900 per step, which needs ceil(900 / 70) = 13 >= 200 % of the 5 ready
+    // pods. Knative goes to 13 at once (its max scale-up rate of 1000 allows it) and stays; the HPA sees CPU
+    // saturated at 100 % and needs several steps.
+    let s = setup((0..120).map(|k| if k < 40 { 300.0 } else { 900.0 }).collect());
+    let o = run(&s, &kpa(70.0));
+    assert_eq!(o.events, vec![(0, 3, 5), (600, 5, 13)]);
+    let h = run(&s, &hpa(70.0));
+    assert!(h.events.iter().filter(|e| e.0 >= 600).count() > 1, "the HPA needs more than one step: {:?}", h.events);
+}
+
+#[test]
+fn kpa_holds_scale_down_for_a_stable_window_after_panic_then_halves_at_most() {
+    // 5 replicas' worth at 70 %, and one 15 s tick of 3x at t=600: panic, 5 -> 13. From t=615 the load is
+    // back; the stable window's average alone would ask for ceil(7.5 / 1.17) = 7 at once, but Knative does
+    // not scale down in panic mode and un-panics only once panicTime + stableWindow is before now (t > 660).
+    // Then stable mode, at most halving per decision (max-scale-down-rate 2): floor(13 / 2) = 6, then 5.
+    let s = setup((0..80).map(|k| if k == 40 { 900.0 } else { 300.0 }).collect());
+    let o = run(&s, &kpa(70.0));
+    assert_eq!(o.events, vec![(0, 3, 5), (600, 5, 13), (675, 13, 6), (690, 6, 5)]);
+}
+
+#[test]
+fn baselines_scale_within_the_policys_range() {
+    // The policy allows 4 to 6 replicas; the baselines answer the same question.
+    let mut named = NamedPolicy { name: "p".into(), policy: rps_target() };
+    named.policy.min_replicas = 4;
+    named.policy.max_replicas = 6;
+    let rows: Vec<(jiff::Timestamp, f64)> = (0..60)
+        .map(|k| (jiff::Timestamp::from_second(k * 60).expect("valid"), if k < 30 { 10.0 } else { 1000.0 }))
+        .collect();
+    let trace = Trace::from_samples(&rows).expect("valid trace");
+    let opts = Options {
+        capacity: Capacity::PerReplica(100.0),
+        compare: vec![Baseline::Hpa, Baseline::Kpa],
+        ..Options::default()
+    };
+    let p = plan(&trace, &named, &opts).expect("plan");
+    let (report, _) = super::run(&p, "t", "p", &mut |_| {}).expect("runs");
+    for r in &report.results {
+        assert_eq!(r.max_replicas, 6, "{} stays within maxReplicas", r.name);
+    }
+    let o = run(&Setup { record: true, ..p.setup.clone() }, &p.strategies[2]);
+    assert_eq!(o.timeline.first().map(|c| c.requested), Some(4), "kpa starts at minReplicas");
+}
+
+#[test]
+fn the_sweep_writes_a_frontier_with_every_curve() {
+    let s = setup((0..1200).map(|k| if (400..800).contains(&k) { 1000.0 } else { 100.0 }).collect());
+    let named = NamedPolicy { name: "policy".into(), policy: rps_target() };
+    let strategies = vec![
+        policy(rps_target()),
+        Strategy::Hpa { target: 70.0, min: 1, max: 20 },
+        Strategy::Kpa { target: 70.0, min: 1, max: 20 },
+        Strategy::Oracle,
+        Strategy::Static,
+    ];
+    let plan = Plan { setup: s, strategies, notes: vec![] };
+    let swept = sweep::sweep(&plan, 2).expect("sweeps");
+    let names: Vec<&str> = swept.curves.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec![named.name.as_str(), "hpa", "kpa", "oracle", "static"]);
+    assert_eq!(swept.curves[0].points.len(), sweep::HEADROOM.len());
+    assert_eq!(swept.curves[1].points.len(), sweep::TARGETS.len());
+    assert_eq!(swept.curves[2].points.len(), sweep::TARGETS.len());
+    // More headroom costs more: the policy at x0.6 pays more than at x1.4, and the HPA at 50 % more than at 95 %.
+    let cost = |c: usize, i: usize| swept.curves[c].points[i].replica_hours;
+    assert!(cost(0, 0) > cost(0, sweep::HEADROOM.len() - 1));
+    assert!(cost(1, 0) > cost(1, sweep::TARGETS.len() - 1));
+    assert!(cost(2, 0) > cost(2, sweep::TARGETS.len() - 1));
+    assert_eq!(swept.curves[0].shipped.map(|i| swept.curves[0].points[i].setting), Some(1.0));
+    assert_eq!(swept.curves[1].shipped.map(|i| swept.curves[1].points[i].setting), Some(70.0));
+
+    let dir = std::env::temp_dir().join(format!("foresight-frontier-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let files = frontier::write(&dir, "sweep", &swept).expect("writes the frontier");
+    assert_eq!(files, vec!["frontier.svg", "frontier.png"]);
+    let svg = std::fs::read_to_string(dir.join("frontier.svg")).expect("svg");
+    for label in ["policy (headroom x0.6-x1.4)", "hpa (target 50-95 %)", "kpa (target 50-95 %)", "oracle", "static"] {
+        assert!(svg.contains(label), "the legend names {label}");
+    }
+    assert!(std::fs::metadata(dir.join("frontier.png")).expect("png").len() > 10_000);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -540,6 +540,7 @@ mod tests {
             }],
             thresholds: vec![],
             targets: vec![],
+            demand: vec![],
             predictive: None,
             up: engine::policy::DirectionRules::default_up(),
             down: engine::policy::DirectionRules::default_down(),

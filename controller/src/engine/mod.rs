@@ -1,16 +1,20 @@
 //! The decision engine: a pure function from a snapshot of the world to a recommendation with its reasons.
 //!
 //! ```text
-//!  samples, history, now ──► readings ──► proposals (threshold, target, predictive)
+//!  samples, history, now ──► readings ──► proposals (threshold, target, demand, predictive)
 //!                                              │ any up: largest │ all down: largest │ else hold
 //!                                              ▼
 //!                       stabilization ──► cooldown ──► rate limits ──► [min, max] ──► Recommendation
 //! ```
 //!
+//! A demand rule in panic mode (`demand`) goes to what it asks for in one step: the scale-up rate limits do
+//! not hold it back (its own maxScaleUpRate does), and it votes to hold, never down, while panicking.
+//!
 //! Nothing here touches kube, tokio or the network, and the clock is an input, so every rule is tested in
 //! milliseconds and the backtest replays months of load through exactly the code the controller runs.
 
 pub mod behavior;
+pub mod demand;
 pub mod format;
 pub mod policy;
 pub mod predictive;
@@ -44,19 +48,29 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         .collect();
     let reading_of =
         |name: &str| readings.iter().find(|r| r.metric == name).map(|r| r.value.clone()).unwrap_or(Err(Missing::Empty));
-    let last_up = snap.history.iter().filter(|e| e.to > e.from).map(|e| e.time).max();
     let last_down = snap.history.iter().filter(|e| e.to < e.from).map(|e| e.time).max();
 
     let mut proposals = Vec::new();
     for rule in &policy.thresholds {
         let Some(metric) = policy.metric(&rule.metric) else { continue };
         let samples = readings::samples(snap.metrics.get(&rule.metric));
-        let evidence = threshold::Evidence { samples, now, last_up, last_down };
+        let evidence = threshold::Evidence { samples, now, last_down, ready: snap.ready_replicas };
         proposals.push(threshold::propose(rule, metric, &reading_of(&rule.metric), evidence, current));
     }
     for rule in &policy.targets {
         let Some(metric) = policy.metric(&rule.metric) else { continue };
         proposals.push(target::propose(rule, metric, &reading_of(&rule.metric), current, snap.ready_replicas));
+    }
+    let mut panicking: Vec<PolicyId> = Vec::new();
+    for rule in &policy.demand {
+        let Some(metric) = policy.metric(&rule.metric) else { continue };
+        let samples = readings::samples(snap.metrics.get(&rule.metric));
+        let evidence = demand::Evidence { samples, now, current, ready: snap.ready_replicas, history: snap.history };
+        let outcome = demand::propose(rule, metric, &reading_of(&rule.metric), evidence);
+        if outcome.panicking {
+            panicking.push(outcome.proposal.policy.clone());
+        }
+        proposals.push(outcome.proposal);
     }
     if let Some(rule) = &policy.predictive
         && let Some(metric) = policy.metric(&rule.metric)
@@ -174,7 +188,11 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
 
     // Rate limits, and the [min, max] range within them (HPA's convertDesiredReplicasWithBehaviorRate).
     if desired > current {
-        let limit = behavior::scale_up_limit(current, snap.history, now, &policy.up);
+        // A panicking demand rule that asked for this scale-up is bounded by its own maxScaleUpRate only.
+        let panic_up = policy.up.select != policy::Select::Disabled
+            && winner.as_ref().is_some_and(|w| panicking.contains(w))
+            && desired == raw;
+        let limit = if panic_up { u32::MAX } else { behavior::scale_up_limit(current, snap.history, now, &policy.up) };
         let max_allowed = limit.min(policy.max_replicas);
         if desired > max_allowed {
             desired = max_allowed;

@@ -72,6 +72,22 @@ pub struct TargetRule {
     pub tolerance: f64,
 }
 
+/// Demand scaling with a Knative-style panic mode (see `engine::demand`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DemandRule {
+    pub metric: String,
+    /// The metric one replica should carry: the per-replica target times the target utilization.
+    pub target: f64,
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    /// Panic when the panic window asks for at least this multiple of the ready replicas (2.0 = 200 %).
+    pub panic_threshold: f64,
+    /// At most this multiple of the ready replicas in one decision.
+    pub max_scale_up_rate: f64,
+    /// At least the ready replicas divided by this in one decision.
+    pub max_scale_down_rate: f64,
+}
+
 /// Whether the forecast acts or is only recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PredictiveMode {
@@ -173,6 +189,7 @@ pub struct Policy {
     pub metrics: Vec<MetricSpec>,
     pub thresholds: Vec<ThresholdRule>,
     pub targets: Vec<TargetRule>,
+    pub demand: Vec<DemandRule>,
     pub predictive: Option<PredictiveRule>,
     pub up: DirectionRules,
     pub down: DirectionRules,
@@ -186,7 +203,8 @@ impl Policy {
         self.metrics.iter().find(|m| m.name == name)
     }
 
-    /// How far back the engine needs samples: the longest threshold duration, plus one interval so that the
+    /// How far back the engine needs samples: the longest threshold duration (or a demand rule's stable window
+    /// plus its panic window, to judge the panics of the last stable window), plus one interval so that the
     /// sample at the window's start is included.
     pub fn lookback(&self) -> Duration {
         let longest = self
@@ -195,6 +213,7 @@ impl Policy {
             .flat_map(|t| [t.up.as_ref(), t.down.as_ref()])
             .flatten()
             .map(|b| b.for_)
+            .chain(self.demand.iter().map(|d| d.stable_window + d.panic_window))
             .max()
             .unwrap_or(Duration::ZERO);
         longest + self.interval

@@ -90,6 +90,7 @@ pub struct Reading {
 pub enum PolicyId {
     Threshold(String),
     Target(String),
+    Demand(String),
     Predictive(String),
     Fallback,
 }
@@ -97,7 +98,7 @@ pub enum PolicyId {
 impl PolicyId {
     pub fn metric(&self) -> Option<&str> {
         match self {
-            PolicyId::Threshold(m) | PolicyId::Target(m) | PolicyId::Predictive(m) => Some(m),
+            PolicyId::Threshold(m) | PolicyId::Target(m) | PolicyId::Demand(m) | PolicyId::Predictive(m) => Some(m),
             PolicyId::Fallback => None,
         }
     }
@@ -108,6 +109,7 @@ impl fmt::Display for PolicyId {
         match self {
             PolicyId::Threshold(m) => write!(f, "threshold/{m}"),
             PolicyId::Target(m) => write!(f, "target/{m}"),
+            PolicyId::Demand(m) => write!(f, "demand/{m}"),
             PolicyId::Predictive(m) => write!(f, "predictive/{m}"),
             PolicyId::Fallback => f.write_str("fallback"),
         }
@@ -211,7 +213,7 @@ pub struct Recommendation {
     pub decision: Decision,
     /// Every metric's latest value, in spec order.
     pub readings: Vec<Reading>,
-    /// Every policy's proposal, in spec order (thresholds, targets, predictive).
+    /// Every policy's proposal, in spec order (thresholds, targets, demand, predictive).
     pub proposals: Vec<Proposal>,
     /// The policy whose proposal decided a scale, if any.
     pub winner: Option<PolicyId>,

@@ -46,6 +46,20 @@ pub fn target_rule(metric: &str, target: f64) -> TargetRule {
     TargetRule { metric: metric.into(), target, kind: TargetKind::Value, tolerance: 0.1 }
 }
 
+/// A demand rule with Knative's defaults: `target` per replica at 70 % utilization, stable window 60 s, panic
+/// window 6 s, panic threshold 200 %, scale-up at most 1000x and scale-down at most 2x per decision.
+pub fn demand_rule(metric: &str, target: f64) -> DemandRule {
+    DemandRule {
+        metric: metric.into(),
+        target: target * 0.7,
+        stable_window: Duration::from_secs(60),
+        panic_window: Duration::from_secs(6),
+        panic_threshold: 2.0,
+        max_scale_up_rate: 1000.0,
+        max_scale_down_rate: 2.0,
+    }
+}
+
 /// A metric map from (name, series) pairs.
 pub fn metrics(pairs: impl IntoIterator<Item = (&'static str, Series)>) -> BTreeMap<String, Series> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -64,6 +78,7 @@ impl PolicyBuilder {
             metrics: vec![],
             thresholds: vec![],
             targets: vec![],
+            demand: vec![],
             predictive: None,
             up: DirectionRules::default_up(),
             down: DirectionRules::default_down(),
@@ -98,6 +113,15 @@ impl PolicyBuilder {
             self = self.metric(metric, kind);
         }
         self.0.targets.push(target_rule(metric, value));
+        self
+    }
+
+    /// A Knative-style demand rule (see `demand_rule`) on a request rate.
+    pub fn demand(mut self, metric: &str, target: f64) -> Self {
+        if self.0.metric(metric).is_none() {
+            self = self.metric(metric, MetricKind::RequestRate);
+        }
+        self.0.demand.push(demand_rule(metric, target));
         self
     }
 

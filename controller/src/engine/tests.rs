@@ -104,9 +104,9 @@ fn never_scales_down_when_a_metric_is_missing_but_scales_up_on_what_is_present()
     let r = eval(&policy, 400, 6, &[cpu_for(0, 400, 10.0), ("rps", steady(at(0), at(400), 15, f64::NAN))], &[]);
     assert_eq!(r.decision, Decision::Hold);
     assert_eq!(r.limited_by, vec![LimitedBy::MissingMetrics { metrics: vec!["rps".into()] }]);
-    // cpu high, rps missing: scale-up still happens.
+    // cpu high, rps missing: scale-up still happens (ceil(6 x 90 / 70) = 8).
     let r = eval(&policy, 400, 6, &[cpu_for(0, 400, 90.0)], &[]);
-    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 7));
+    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 8));
 }
 
 #[test]
@@ -373,15 +373,84 @@ fn zero_replicas_means_autoscaling_is_disabled() {
     assert_eq!(r.limited_by, vec![LimitedBy::ScalingDisabled]);
 }
 
+/// Evaluates with `ready` of the `current` replicas serving.
+fn eval_ready(
+    policy: &Policy,
+    now: i64,
+    current: u32,
+    ready: u32,
+    metrics: &[(&'static str, Series)],
+    history: &[ScaleEvent],
+) -> Recommendation {
+    let metrics = super::testing::metrics(metrics.iter().cloned());
+    let snap = Snapshot {
+        now: at(now),
+        current_replicas: current,
+        ready_replicas: Some(ready),
+        metrics: &metrics,
+        history,
+        recommendations: &[],
+        consecutive_failures: 0,
+        forecast: None,
+    };
+    recommend(policy, &snap)
+}
+
 #[test]
-fn threshold_steps_once_per_for_window_not_once_per_evaluation() {
+fn a_threshold_at_300_percent_cpu_asks_for_enough_replicas_at_once() {
+    // One pod at 300 % of its CPU request against a 70 % bound: ceil(1 x 300 / 70) = 5 in one step (the
+    // default rate limit allows max(100 %, 4 pods) = 5), not 1 -> 2 and another 2-minute wait.
     let policy = PolicyBuilder::new(1, 10).cpu_threshold().build();
-    // Scaled up 30 s ago; cpu still high: the up window restarted, so wait.
+    let r = eval(&policy, 120, 1, &[cpu_for(0, 120, 300.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 5), "{}", r.reason);
+}
+
+#[test]
+fn a_threshold_episode_continues_across_scale_ups() {
+    let policy = PolicyBuilder::new(1, 10).cpu_threshold().build();
+    // Scaled 4 -> 5 thirty seconds ago and CPU never came back below 70 %: the episode goes on, so the rule
+    // steps again now (ceil(5 x 85 / 70) = 7) instead of waiting another 2 minutes.
     let history = [ours(at(150), 4, 5)];
     let r = eval(&policy, 180, 5, &[cpu_for(0, 180, 85.0)], &history);
-    assert_eq!(r.decision, Decision::Hold);
-    let r = eval(&policy, 270, 5, &[cpu_for(0, 270, 85.0)], &history);
-    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 6));
+    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 7), "{}", r.reason);
+    // While the pod of the last step starts, the 4 ready pods need ceil(4 x 85 / 70) = 5: wait for it.
+    let r = eval_ready(&policy, 180, 5, 4, &[cpu_for(0, 180, 85.0)], &history);
+    assert_eq!(r.decision, Decision::Hold, "{}", r.reason);
+    assert!(r.reason.contains("waiting for 1 starting"), "{}", r.reason);
+    // An episode ends when the metric comes back below the bound: a new one needs its own 2 minutes.
+    let dip = ("cpu", Series::Samples(samples_every(at(0), at(180), 15, |t| if t == 135 { 60.0 } else { 85.0 })));
+    let r = eval(&policy, 180, 5, &[dip], &history);
+    assert_eq!(r.decision, Decision::Hold, "{}", r.reason);
+}
+
+#[test]
+fn a_3x_burst_on_a_demand_rule_goes_to_the_desired_count_in_one_step() {
+    // 10 replicas at 70 req/s each (Knative's 70 % of 100), then 3x in the last 6 s: the panic window asks
+    // for 30 = 300 % of the ready pods. The HPA's default rate limit would allow 20; panic goes to 30.
+    let policy = PolicyBuilder::new(1, 50).demand("rps", 100.0).no_cooldowns().no_stabilization().build();
+    let burst = samples_every(at(0), at(120), 2, |t| if t > 114 { 2100.0 } else { 700.0 });
+    let r = eval_ready(&policy, 120, 10, 10, &[("rps", Series::Samples(burst))], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::ScaleUp, 30), "{}", r.reason);
+    assert_eq!(r.winner, Some(PolicyId::Demand("rps".into())));
+    assert!(r.limited_by.is_empty(), "{:?}", r.limited_by);
+}
+
+#[test]
+fn a_demand_rule_holds_scale_down_until_a_stable_window_passes_without_panic() {
+    let policy = PolicyBuilder::new(1, 50).demand("rps", 100.0).no_cooldowns().no_stabilization().build();
+    // The burst lasted from t=116 to t=130 and scaled 10 -> 30 at t=120; then demand fell to 10 replicas'
+    // worth. Panic was last seen at t=120, so scale-down waits until after t=180.
+    let load = |t: i64| if (116..=130).contains(&t) { 2100.0 } else { 700.0 };
+    let history = [ours(at(120), 10, 30)];
+    for (now, want) in [(150, Decision::Hold), (180, Decision::Hold), (182, Decision::ScaleDown)] {
+        let rps = ("rps", Series::Samples(samples_every(at(0), at(now), 2, load)));
+        let r = eval_ready(&policy, now, 30, 30, &[rps], &history);
+        assert_eq!(r.decision, want, "at t={now}: {}", r.reason);
+        if want == Decision::ScaleDown {
+            // At most halved per decision (maxScaleDownRate 2).
+            assert_eq!(r.desired, 15, "{}", r.reason);
+        }
+    }
 }
 
 // --- Properties ---------------------------------------------------------------------------------------------
