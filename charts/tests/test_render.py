@@ -300,3 +300,30 @@ def test_notes_tell_the_next_steps() -> None:
     assert "monitoring/fs-foresight-dashboard" in notes
     assert "prometheus.address is empty" not in notes
     assert "kubectl apply -n team-a" in render(OVERLAYS["namespaced"]).notes
+
+
+def _pod_spec(values: dict | None = None) -> dict:
+    return render(values).one("Deployment")["spec"]["template"]["spec"]
+
+
+def test_several_replicas_are_spread_over_nodes_by_default() -> None:
+    """Two controller pods on one node: a node failure takes the leader and its standby down
+    together. With replicaCount > 1 the chart prefers different nodes unless told otherwise."""
+    selector = render().one("Deployment")["spec"]["selector"]["matchLabels"]
+    (soft,) = _pod_spec()["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert soft["podAffinityTerm"] == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    assert soft["weight"] == 100
+    (hard,) = _pod_spec({"podAntiAffinityPreset": "hard"})["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    assert hard == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    # One replica has nothing to spread; "" turns the default off.
+    assert "affinity" not in _pod_spec(OVERLAYS["single-no-leader-election"])
+    assert "affinity" not in _pod_spec({"podAntiAffinityPreset": ""})
+    # The user's own podAntiAffinity wins, and other affinity they set is kept next to the default.
+    assert _pod_spec(FULL)["affinity"] == FULL["affinity"]
+    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}
+    both = _pod_spec({"affinity": {"nodeAffinity": node}})["affinity"]
+    assert both["nodeAffinity"] == node and "preferredDuringSchedulingIgnoredDuringExecution" in both["podAntiAffinity"]
+    with pytest.raises(helm.HelmValuesError):
+        render({"podAntiAffinityPreset": "always"})

@@ -52,12 +52,12 @@ pub fn matrix(trace_dir: &Path, policy_dir: &Path, opts: &Options, json: bool) -
                 let time = report.elapsed.get(i).map(|d| d.as_secs_f64()).unwrap_or(0.0);
                 let _ = writeln!(
                     out,
-                    "{:<36} {:<16} {:<16} {:>11.1} {:>9.3} {:>10.1} {:>9.3} {:>8} {:>7.2}s",
+                    "{:<36} {:<16} {:<16} {:>11.1} {:>9} {:>10.1} {:>9.3} {:>8} {:>7.2}s",
                     trace_name,
                     if r.name == named.name { named.name.as_str() } else { "-" },
                     r.name,
                     r.replica_hours,
-                    r.cost_vs_oracle,
+                    super::output::vs_oracle(r),
                     r.violation_minutes,
                     r.dropped_load_fraction * 100.0,
                     r.scale_actions,
@@ -65,6 +65,11 @@ pub fn matrix(trace_dir: &Path, policy_dir: &Path, opts: &Options, json: bool) -
                 );
             }
             let _ = writeln!(out, "{:<36} {:<16} {:<16} total {:.2}s", "", named.name, "", total.as_secs_f64());
+            for r in &report.results {
+                if let Some(w) = super::output::warning(r) {
+                    let _ = writeln!(out, "{:<36} warning: {}: {w}", "", r.name);
+                }
+            }
             reports.push(report);
         }
     }

@@ -204,11 +204,19 @@ pub fn plan(trace: &Trace, policy: &NamedPolicy, opts: &Options) -> Result<Plan,
     if let Some(rule) = policy.policy.predictive.as_ref() {
         let kind = policy.policy.metric(&rule.metric).map(|m| m.kind);
         if matches!(kind, Some(MetricKind::RequestRate | MetricKind::Query)) {
-            notes.push(format!(
-                "request rates are reported in the policy's units: one replica serves {} (capacityPerReplica), \
-                 {:.4} of the trace's units per second",
+            let sized_by = match opts.capacity {
+                Capacity::PeakReplicas(n) => {
+                    format!("the trace's 99th percentile load over {n} replicas, --peak-replicas")
+                }
+                Capacity::PerReplica(c) => {
+                    format!("--capacity-per-replica {} per {}s trace step", output::human(c), trace.step)
+                }
+            };
+            notes.push(output::units_note(
                 rule.capacity_per_replica,
-                capacity / step_secs
+                capacity / step_secs,
+                &sized_by,
+                trace.max() / step_secs,
             ));
         }
     }

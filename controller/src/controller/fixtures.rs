@@ -626,3 +626,47 @@ async fn a_slow_prometheus_times_out_instead_of_hanging_the_reconcile() {
     assert!(started.elapsed() < Duration::from_secs(10), "reconcile took {:?}", started.elapsed());
     tokio::time::timeout(Duration::from_secs(10), verifier).await.expect("script finished").expect("script passed");
 }
+
+#[tokio::test]
+async fn a_steady_hold_logs_no_info_line_and_every_line_names_the_policy_at_the_top() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with(crate::telemetry::json_layer(move || crate::telemetry::Capture(writer.clone())));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Three evaluations of a policy holding at 3 replicas, the status already written by the first.
+    let sp = policy();
+    let source = cpu_at(&sp, 60.0);
+    let answer = sp.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run(sp.clone(), source.clone(), move |mut api| async move {
+        api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(3, "7")).await;
+        let status = api.expect_status_patch(&answer).await.body["status"].clone();
+        let _ = tx.send(status);
+        api.expect_nothing_more().await;
+    })
+    .await
+    .expect("reconciled");
+    let sp = sp.with_status(rx.await.expect("status"));
+    for _ in 0..2 {
+        run(sp.clone(), source.clone(), |mut api| async move {
+            api.expect(Method::GET, SCALE_PATH, StatusCode::OK, scale(3, "7")).await;
+            api.expect_nothing_more().await;
+        })
+        .await
+        .expect("reconciled");
+    }
+    let text = String::from_utf8(buf.lock().unwrap().clone()).expect("utf-8");
+    let lines: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().filter(|l| l["message"] == "evaluated").count() >= 3, "{text}");
+    let info: Vec<&Value> = lines.iter().filter(|l| l["level"] == "INFO").collect();
+    assert!(info.is_empty(), "INFO lines for a steady hold: {info:?}");
+    for l in lines.iter().filter(|l| l["span"] == "reconcile") {
+        assert_eq!(l["namespace"], sp.metadata.namespace.clone().unwrap_or_default().as_str(), "{l}");
+        assert_eq!(l["name"], sp.metadata.name.clone().unwrap_or_default().as_str(), "{l}");
+        assert!(!l.to_string().contains("Action {"), "Rust Debug text in {l}");
+    }
+}

@@ -334,10 +334,10 @@ pub async fn reconcile(sp: Arc<ScalingPolicy>, ctx: Arc<Context>) -> Result<Acti
         let result = reconcile_inner(&sp, &ctx, &namespace).await;
         let seconds = started.elapsed().as_secs_f64();
         match &result {
-            Ok(action) => {
+            Ok(_) => {
                 ctx.clear_failures(&(namespace.clone(), name.clone()));
                 ctx.telemetry.reconciled("success", seconds);
-                tracing::info!(seconds, ?action, "reconciled");
+                tracing::debug!(seconds, "reconciled");
             }
             Err(error) => {
                 ctx.telemetry.reconciled(error.category(), seconds);
@@ -381,13 +381,12 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
     let rec = engine::recommend(&policy, &obs.snapshot());
     let (ns, name) = observe::object_key(sp);
     ctx.telemetry.evaluated(&ns, &name, &policy, &rec, obs.forecast.as_ref());
-    tracing::info!(
-        current = rec.current,
-        desired = rec.desired,
-        decision = rec.decision.as_str(),
-        reason = %rec.reason,
-        "evaluated"
-    );
+    // One INFO line when the evaluation changes something; a steady hold is DEBUG.
+    if rec.desired != rec.current {
+        tracing::info!(current = rec.current, desired = rec.desired, decision = rec.decision.as_str(), reason = %rec.reason, "evaluated");
+    } else {
+        tracing::debug!(current = rec.current, desired = rec.desired, decision = rec.decision.as_str(), reason = %rec.reason, "evaluated");
+    }
     if let Err(error) = act::act(sp, ctx, &old, &policy, &obs, &rec).await {
         if matches!(error, Error::TargetNotFound { .. } | Error::PatchScale { .. }) {
             act::report_failure(sp, ctx, &old, now, error.reason(), &error.to_string()).await;
