@@ -278,7 +278,7 @@ mod startup_delay {
             "targetRef: {{name: web}}\nmaxReplicas: 20\ninterval: 1m\nmetrics: [{{name: rps, requestRate: {{}}}}]\n\
              policies:\n  predictive: {{metric: rps, capacityPerReplica: 100, history: 3d, step: 1m{predictive_extra}}}\n"
         );
-        let spec: ScalingPolicySpec = serde_yaml::from_str(&yaml).expect("valid spec");
+        let spec: ScalingPolicySpec = serde_saphyr::from_str(&yaml).expect("valid spec");
         Policy::try_from(&spec).expect("valid policy").predictive.expect("a predictive rule")
     }
 
