@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Status writes do not change the generation, so Foresight's own writes never trigger a reconcile; time does
-//! (requeue after `spec.interval`). Only the leader reconciles: a standby requeues without reading or writing,
-//! and the moment it becomes the leader it reconciles every policy rather than waiting for each requeue.
+//! (requeue after `spec.interval`). Only the replica that owns a policy reconciles it (the leader, or with
+//! sharding the holder of the policy's shard, see [`crate::shard`]): any other requeues without reading or
+//! writing, and the moment it becomes the leader or gains a shard it reconciles every policy it now owns rather
+//! than waiting for each requeue.
 
 pub mod act;
 pub mod conditions;
@@ -129,6 +131,8 @@ pub struct Context {
     pub clock: Clock,
     /// Whether this replica holds the Lease. Cleared the moment the lease is lost.
     pub leader: Arc<AtomicBool>,
+    /// With sharding, the shards this replica holds: a policy is owned when its shard is (instead of `leader`).
+    pub shards: Option<Arc<crate::shard::Ownership>>,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
@@ -151,6 +155,7 @@ impl Context {
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
+            shards: None,
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
             stores: Mutex::default(),
@@ -179,8 +184,30 @@ impl Context {
         self
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+    /// Shards policies across replicas: a policy is owned while this replica holds its shard.
+    pub fn with_shards(mut self, shards: Arc<crate::shard::Ownership>) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Whether this replica may write for the policy `namespace/name` now: it leads, or with sharding it holds
+    /// the policy's shard and renewed it within the renew deadline. Checked before every write.
+    pub fn owns(&self, namespace: &str, name: &str) -> bool {
+        match &self.shards {
+            Some(shards) => shards.owns(namespace, name),
+            None => self.leader.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether this replica may write for `sp` now (see [`Context::owns`]).
+    pub fn owns_policy(&self, sp: &ScalingPolicy) -> bool {
+        let (namespace, name) = observe::object_key(sp);
+        self.owns(&namespace, &name)
+    }
+
+    /// Changes whenever this replica gains ownership (becomes the leader or acquires a shard).
+    fn ownership_gains(&self) -> (bool, u64) {
+        (self.leader.load(Ordering::SeqCst), self.shards.as_ref().map_or(0, |s| s.gains()))
     }
 
     fn now(&self) -> Timestamp {
@@ -275,7 +302,8 @@ pub async fn reconcile(sp: Arc<ScalingPolicy>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> Result<Action, Error> {
     lock(&ctx.seen).insert(observe::object_key(sp));
     let interval = sp.spec.interval.map(|d| d.std()).unwrap_or(DEFAULT_INTERVAL).max(Duration::from_secs(1));
-    if !ctx.is_leader() {
+    let (ns, name) = observe::object_key(sp);
+    if !ctx.owns(&ns, &name) {
         return Ok(Action::requeue(interval));
     }
     if namespace.is_empty() {
@@ -301,7 +329,6 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
         }
     };
     let rec = engine::recommend(&policy, &obs.snapshot());
-    let (ns, name) = observe::object_key(sp);
     ctx.telemetry.evaluated(&ns, &name, &policy, &rec, obs.forecast.as_ref());
     tracing::info!(
         current = rec.current,
@@ -413,15 +440,18 @@ pub async fn run(
     let leadership = {
         let ctx = ctx.clone();
         async move {
-            let mut was_leader = ctx.is_leader();
+            let (mut was_leader, mut gains) = ctx.ownership_gains();
             loop {
                 tokio::time::sleep(LEADERSHIP_POLL).await;
-                let is_leader = ctx.is_leader();
-                if is_leader && !was_leader {
+                let (is_leader, now_gains) = ctx.ownership_gains();
+                if ctx.shards.is_none() && is_leader && !was_leader {
                     tracing::info!("became the leader: evaluating every policy now");
                     let _ = gained.send(());
+                } else if now_gains != gains {
+                    tracing::info!("gained a shard: evaluating every policy it holds now");
+                    let _ = gained.send(());
                 }
-                was_leader = is_leader;
+                (was_leader, gains) = (is_leader, now_gains);
             }
         }
     };
