@@ -22,6 +22,7 @@ use crate::{
     controller::{self, Context, RunOptions, Sources},
     leader,
     metrics::Metrics,
+    promql::tenancy::Tenancy,
     server, shard,
     source::{BreakerConfig, SourcePool},
     telemetry::{self, LogFormat},
@@ -72,6 +73,10 @@ pub struct RunArgs {
     /// Log filter, e.g. info, debug or info,foresight=debug.
     #[arg(long, env = "FORESIGHT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Confine every policy's PromQL (query.promql, queryOverride) to the policy's namespace: off, or
+    /// namespace (every selector gets namespace="<policy namespace>"; another namespace is refused).
+    #[arg(long, env = "FORESIGHT_PROMQL_TENANCY", value_enum, default_value_t = Tenancy::Off)]
+    pub promql_tenancy: Tenancy,
     /// Timeout of each Prometheus query (policies may set their own).
     #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
@@ -155,7 +160,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut context = Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
         .with_telemetry(metrics.clone())
         .with_leader(leader.clone())
-        .with_query_timeout(args.query_timeout);
+        .with_query_timeout(args.query_timeout)
+        .with_promql_tenancy(args.promql_tenancy);
     if sharded {
         context = context.with_shards(ownership.clone());
     }
@@ -260,6 +266,7 @@ mod tests {
             ("log_format", "FORESIGHT_LOG_FORMAT"),
             ("log_level", "FORESIGHT_LOG_LEVEL"),
             ("query_timeout", "FORESIGHT_QUERY_TIMEOUT"),
+            ("promql_tenancy", "FORESIGHT_PROMQL_TENANCY"),
         ] {
             assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
         }
@@ -272,6 +279,7 @@ mod tests {
         assert_eq!(args.concurrency, 16);
         assert!(args.leader_election);
         assert_eq!(args.shards, 1, "a single leader unless asked");
+        assert_eq!(args.promql_tenancy, Tenancy::Off);
         assert_eq!(args.lease_name, "foresight-leader");
         assert_eq!(args.metrics_address, "0.0.0.0:8080".parse().expect("addr"));
         assert_eq!(args.log_format, LogFormat::Auto);
@@ -318,6 +326,7 @@ mod tests {
         assert_eq!(args.identity(), "foresight-0");
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(parse(&["--shards", "16"]).shards, 16);
+        assert_eq!(parse(&["--promql-tenancy", "namespace"]).promql_tenancy, Tenancy::Namespace);
         for bad in ["0", "1025", "many"] {
             let error = Cli::try_parse_from(["foresight", "run", "--shards", bad]).expect_err("bad shard count");
             assert!(error.to_string().contains("--shards"), "{error}");

@@ -133,6 +133,8 @@ pub struct Context {
     pub leader: Arc<AtomicBool>,
     /// With sharding, the shards this replica holds: a policy is owned when its shard is (instead of `leader`).
     pub shards: Option<Arc<crate::shard::Ownership>>,
+    /// Whether every query is confined to its policy's namespace (`--promql-tenancy`).
+    pub promql_tenancy: crate::promql::tenancy::Tenancy,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
     stores: Mutex<Vec<Store<ScalingPolicy>>>,
@@ -156,6 +158,7 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
             shards: None,
+            promql_tenancy: Default::default(),
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
             stores: Mutex::default(),
@@ -181,6 +184,12 @@ impl Context {
 
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    /// Confines every query to its policy's namespace (`--promql-tenancy=namespace`).
+    pub fn with_promql_tenancy(mut self, tenancy: crate::promql::tenancy::Tenancy) -> Self {
+        self.promql_tenancy = tenancy;
         self
     }
 
