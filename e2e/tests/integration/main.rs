@@ -20,4 +20,5 @@ mod leader_election;
 mod predictive_controller;
 mod prometheus_source;
 mod promql_templates;
+mod promql_tenancy;
 mod sharding;
