@@ -260,3 +260,39 @@ async fn each_policy_is_evaluated_by_exactly_one_replica_before_and_after_one_di
     a.sharding.stop().await;
     b.sharding.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_renewing_stops_writing_before_its_leases_expire() {
+    let server = FakeApiServer::new();
+    let a = replica(&server, "foresight-a");
+    balanced(&[&a], Duration::from_secs(10)).await;
+    let ownership = a.ownership.clone();
+    // The manager hangs (no more renewals) while the reconcile loop, holding `ownership`, goes on.
+    a.sharding.abandon();
+    let stopped = Instant::now();
+    while !ownership.held().is_empty() {
+        assert!(stopped.elapsed() < Duration::from_secs(DURATION), "still writing a lease duration later");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fenced_after = stopped.elapsed();
+    // At this moment every shard Lease is still valid: nobody else could have taken one yet.
+    let now = Timestamp::now();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(server.client(), "default");
+    let shards: Vec<_> = leases
+        .list(&Default::default())
+        .await
+        .expect("leases")
+        .items
+        .into_iter()
+        .filter(|l| l.metadata.name.as_deref().is_some_and(|n| n.starts_with("foresight-shard-")))
+        .collect();
+    assert_eq!(shards.len(), SHARDS as usize);
+    for lease in &shards {
+        let spec = lease.spec.as_ref().expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("foresight-a"));
+        let renewed = spec.renew_time.as_ref().expect("renewTime").0;
+        let expires = renewed + jiff::SignedDuration::from_secs(DURATION as i64);
+        assert!(expires > now, "{:?} expired before its holder stopped writing", lease.metadata.name);
+    }
+    println!("a replica that stopped renewing stopped writing after {fenced_after:?} (lease duration {DURATION}s)");
+}
