@@ -188,6 +188,19 @@ def test_lease_timing_reaches_the_flags_and_bad_values_are_refused() -> None:
             render({"controller": {"leaderElection": {"leaseDuration": bad}}})
 
 
+def test_shards_and_promql_tenancy_reach_the_flags_only_when_set() -> None:
+    default = render({}).container()["args"]
+    assert not any(a.startswith(("--shards", "--promql-tenancy")) for a in default)
+    c = render({"replicaCount": 3, "controller": {"leaderElection": {"shards": 16}, "promqlTenancy": "namespace"}})
+    assert "--shards=16" in c.container()["args"]
+    assert "--promql-tenancy=namespace" in c.container()["args"]
+    lease_rules = [r for o in c.objects if o["kind"] == "Role" for r in o["rules"] if "leases" in r["resources"]]
+    assert {"get", "list", "update", "delete"} <= {v for r in lease_rules for v in r["verbs"]}, lease_rules
+    for bad in ({"leaderElection": {"shards": 0}}, {"promqlTenancy": "tenant"}):
+        with pytest.raises(helm.HelmError):
+            render({"controller": bad})
+
+
 def test_without_leader_election_no_lease_flags() -> None:
     c = render(OVERLAYS["single-no-leader-election"]).container()
     assert "--leader-election=false" in c["args"]

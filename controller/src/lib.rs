@@ -8,7 +8,7 @@
 //! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
 //! - [`promql`]: the built-in PromQL templates.
 //! - [`controller`]: the reconcile loop (observe, decide, act) and what it writes to status and events.
-//! - [`run`], [`leader`], [`server`], [`metrics`], [`telemetry`]: `foresight run`'s wiring.
+//! - [`run`], [`leader`], [`shard`], [`server`], [`metrics`], [`telemetry`]: `foresight run`'s wiring.
 
 pub mod api;
 pub mod backtest;
@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod promql;
 pub mod run;
 pub mod server;
+pub mod shard;
 pub mod source;
 pub mod telemetry;

@@ -85,6 +85,11 @@ struct AddressLabels {
     address: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: u32,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn query_histogram() -> Histogram {
@@ -110,6 +115,7 @@ pub struct Metrics {
     circuit_state: Family<AddressLabels, Gauge>,
     policies_managed: Gauge,
     leader: Gauge,
+    shard_held: Family<ShardLabels, Gauge>,
     /// The per-metric and per-direction series each policy has created, so they can all be removed with it
     /// (a `Family` cannot be searched by a partial label set).
     series: Mutex<HashMap<(String, String), PolicySeries>>,
@@ -154,6 +160,7 @@ impl Metrics {
             circuit_state: Family::default(),
             policies_managed: Gauge::default(),
             leader: Gauge::default(),
+            shard_held: Family::default(),
             registry: Registry::default(),
             series: Mutex::default(),
         };
@@ -209,6 +216,11 @@ impl Metrics {
         );
         registry.register("policies_managed", "ScalingPolicy objects watched", m.policies_managed.clone());
         registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
+        registry.register(
+            "shard_held",
+            "1 while this replica holds the shard's Lease (sharding)",
+            m.shard_held.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -351,6 +363,12 @@ impl ReconcileObserver for Metrics {
     }
 }
 
+impl crate::shard::ShardObserver for Metrics {
+    fn shard_held(&self, shard: u32, held: bool) {
+        self.shard_held.get_or_create(&ShardLabels { shard }).set(i64::from(held));
+    }
+}
+
 impl QueryObserver for Metrics {
     fn query_finished(&self, outcome: &'static str, seconds: f64) {
         self.query_duration.get_or_create(&OutcomeLabels { outcome: outcome.into() }).observe(seconds);
@@ -435,6 +453,8 @@ mod tests {
         m.scaled("shop", "web", "up");
         m.policies_managed(7);
         m.set_leader(true);
+        crate::shard::ShardObserver::shard_held(&m, 3, true);
+        crate::shard::ShardObserver::shard_held(&m, 4, false);
         m.query_finished("success", 0.05);
         m.query_finished("timeout", 5.0);
         m.circuit_changed("http://prometheus:9090", CircuitState::Open);
@@ -458,6 +478,8 @@ mod tests {
             r#"foresight_prometheus_circuit_state{address="http://prometheus:9090"} 2"#,
             "foresight_policies_managed 7",
             "foresight_leader 1",
+            r#"foresight_shard_held{shard="3"} 1"#,
+            r#"foresight_shard_held{shard="4"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

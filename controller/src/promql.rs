@@ -11,9 +11,14 @@
 //! PromQL strings (`\`, `"`, newline); the workload name inside the pod regex is first escaped for RE2, so a
 //! name like `web.v2` matches only itself. Metric and label *names* (histogram, counter, codeLabel) cannot be
 //! quoted in PromQL, so they are validated instead. Nothing a user or an object name contains can close a
-//! string or add a matcher. The templates are documented for users in `docs/promql.md`.
+//! string or add a matcher. The templates are documented for users in `docs/promql.md`. With
+//! `--promql-tenancy=namespace` every query is then confined to the policy's namespace ([`tenancy`]).
+
+pub mod tenancy;
 
 use std::time::Duration;
+
+use tenancy::{Tenancy, TenancyError};
 
 use crate::api::spec::{CounterMetric, LatencyMetric, Metric, ResourceMetric, TargetRef};
 
@@ -44,6 +49,9 @@ pub enum PromqlError {
     /// A latency quantile outside (0, 1).
     #[error("metric {metric:?}: quantile {value} must be between 0 and 1 (exclusive)")]
     Quantile { metric: String, value: f64 },
+    /// The query could not be confined to the policy's namespace (`--promql-tenancy=namespace`).
+    #[error("metric {metric:?}: {error}")]
+    Tenancy { metric: String, error: TenancyError },
 }
 
 impl PromqlError {
@@ -55,6 +63,7 @@ impl PromqlError {
             Self::InvalidContainer { .. } => "invalid_container",
             Self::NoSource { .. } => "no_source",
             Self::Quantile { .. } => "quantile",
+            Self::Tenancy { .. } => "tenancy",
         }
     }
 }
@@ -65,16 +74,32 @@ pub struct Scope<'a> {
     pub namespace: &'a str,
     pub kind: &'a str,
     pub name: &'a str,
+    /// Whether the query is confined to `namespace` (every selector gets `namespace="NS"`).
+    pub tenancy: Tenancy,
 }
 
 impl<'a> Scope<'a> {
     pub fn new(namespace: &'a str, target: &'a TargetRef) -> Self {
-        Scope { namespace, kind: &target.kind, name: &target.name }
+        Scope { namespace, kind: &target.kind, name: &target.name, tenancy: Tenancy::Off }
+    }
+
+    pub fn with_tenancy(self, tenancy: Tenancy) -> Self {
+        Scope { tenancy, ..self }
     }
 }
 
-/// The PromQL for one metric of a policy.
+/// The PromQL for one metric of a policy, confined to its namespace when the scope's tenancy says so.
 pub fn query(metric: &Metric, scope: Scope<'_>) -> Result<String, PromqlError> {
+    let query = unconfined(metric, scope)?;
+    match scope.tenancy {
+        Tenancy::Off => Ok(query),
+        Tenancy::Namespace => tenancy::confine(&query, scope.namespace)
+            .map_err(|error| PromqlError::Tenancy { metric: metric.name.clone(), error }),
+    }
+}
+
+/// The PromQL for one metric of a policy, as its template or the user wrote it.
+fn unconfined(metric: &Metric, scope: Scope<'_>) -> Result<String, PromqlError> {
     let name = metric.name.as_str();
     if let Some(r) = &metric.cpu {
         return resource(name, r, scope, Resource::Cpu);
@@ -444,8 +469,10 @@ mod tests {
 
     #[test]
     fn pod_regexes_per_kind_match_real_pod_names_only() {
-        let re =
-            |kind, name| regex::Regex::new(&pod_regex(Scope { namespace: "ns", kind, name })).expect("valid regex");
+        let re = |kind, name| {
+            regex::Regex::new(&pod_regex(Scope { namespace: "ns", kind, name, tenancy: Tenancy::Off }))
+                .expect("valid regex")
+        };
         let deploy = re("Deployment", "web");
         assert!(deploy.is_match("web-7c9f8d6b5-x2k4q"));
         assert!(!deploy.is_match("web-api-7c9f8d6b5-x2k4q"), "another deployment's pods");

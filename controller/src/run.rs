@@ -4,6 +4,7 @@
 //!  flags/env ─► telemetry ─► kube Client ─► SourcePool (breakers report to Metrics)
 //!                                  │
 //!            Lease (kube-lease-manager) ─► leader flag ─► controller::run (one Controller per namespace)
+//!            or --shards > 1: shard Leases (shard.rs) ─► Ownership ─┘
 //!                                                             │
 //!            axum: /metrics /healthz /readyz ◄── Metrics ◄────┘      SIGTERM ─► graceful shutdown
 //! ```
@@ -21,7 +22,8 @@ use crate::{
     controller::{self, Context, RunOptions, Sources},
     leader,
     metrics::Metrics,
-    server,
+    promql::tenancy::Tenancy,
+    server, shard,
     source::{BreakerConfig, SourcePool},
     telemetry::{self, LogFormat},
 };
@@ -42,7 +44,12 @@ pub struct RunArgs {
     /// Elect a leader through a Lease; only the leader patches. Turn off only for a single replica.
     #[arg(long, env = "FORESIGHT_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
     pub leader_election: bool,
-    /// Name of the leader Lease.
+    /// Split the policies into this many shards, one Lease each, shared among the replicas (1: a single
+    /// leader evaluates every policy). Every replica must use the same value.
+    #[arg(long, env = "FORESIGHT_SHARDS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::shard::MAX_SHARDS)))]
+    pub shards: u32,
+    /// Name of the leader Lease (with --shards > 1, the prefix of the shard and member Leases).
     #[arg(long, env = "FORESIGHT_LEASE_NAME", default_value = "foresight-leader")]
     pub lease_name: String,
     /// Namespace of the leader Lease. Default: $POD_NAMESPACE, else "default".
@@ -67,6 +74,10 @@ pub struct RunArgs {
     /// Log filter, e.g. info, debug or info,foresight=debug.
     #[arg(long, env = "FORESIGHT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Confine every policy's PromQL (query.promql, queryOverride) to the policy's namespace: off, or
+    /// namespace (every selector gets namespace="<policy namespace>"; another namespace is refused).
+    #[arg(long, env = "FORESIGHT_PROMQL_TENANCY", value_enum, default_value_t = Tenancy::Off)]
+    pub promql_tenancy: Tenancy,
     /// Timeout of each Prometheus query (policies may set their own).
     #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = crate::cli::policy_duration)]
     pub query_timeout: Duration,
@@ -131,22 +142,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), metrics.clone()));
     let leader = Arc::new(AtomicBool::new(!args.leader_election));
     metrics.set_leader(!args.leader_election);
-    let ctx = Arc::new(
-        Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
-            .with_telemetry(metrics.clone())
-            .with_leader(leader.clone())
-            .with_query_timeout(args.query_timeout),
-    );
+    let sharded = args.leader_election && args.shards > shard::SINGLE_SHARD;
+    let (duration_seconds, grace_seconds) = if args.leader_election {
+        args.lease_timing()?
+    } else {
+        (leader::LEASE_DURATION_SECONDS, leader::LEASE_GRACE_SECONDS)
+    };
+    let lease_namespace = args.lease_namespace(std::env::var("POD_NAMESPACE").ok());
+    let shard_config = shard::ShardConfig {
+        namespace: lease_namespace.clone(),
+        prefix: args.lease_name.clone(),
+        identity: identity.clone(),
+        shards: args.shards,
+        duration_seconds,
+        grace_seconds,
+    };
+    let ownership = Arc::new(shard::Ownership::new(args.shards, shard_config.renew_deadline()));
+    let mut context = Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
+        .with_telemetry(metrics.clone())
+        .with_leader(leader.clone())
+        .with_query_timeout(args.query_timeout)
+        .with_promql_tenancy(args.promql_tenancy);
+    if sharded {
+        context = context.with_shards(ownership.clone());
+    }
+    let ctx = Arc::new(context);
 
     let shutdown = shutdown_signal().shared();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = server::bind(args.metrics_address).await?;
     let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), shutdown.clone()));
 
-    let election = if args.leader_election {
-        let namespace = args.lease_namespace(std::env::var("POD_NAMESPACE").ok());
+    let sharding = sharded.then(|| shard::start(client.clone(), shard_config, ownership, metrics.clone()));
+    let election = if args.leader_election && !sharded {
+        let namespace = lease_namespace;
         tracing::info!(%namespace, lease = %args.lease_name, %identity, "campaigning for leadership");
-        let (duration_seconds, grace_seconds) = args.lease_timing()?;
         let config = leader::LeaseConfig {
             duration_seconds,
             grace_seconds,
@@ -164,6 +194,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if let Some(election) = election {
         election.stop().await;
+    }
+    if let Some(sharding) = sharding {
+        sharding.stop().await;
     }
     match http.await {
         Ok(Ok(())) => {}
@@ -224,6 +257,7 @@ mod tests {
             ("namespaces", "FORESIGHT_NAMESPACES"),
             ("concurrency", "FORESIGHT_CONCURRENCY"),
             ("leader_election", "FORESIGHT_LEADER_ELECTION"),
+            ("shards", "FORESIGHT_SHARDS"),
             ("lease_name", "FORESIGHT_LEASE_NAME"),
             ("lease_namespace", "FORESIGHT_LEASE_NAMESPACE"),
             ("lease_duration", "FORESIGHT_LEASE_DURATION"),
@@ -233,6 +267,7 @@ mod tests {
             ("log_format", "FORESIGHT_LOG_FORMAT"),
             ("log_level", "FORESIGHT_LOG_LEVEL"),
             ("query_timeout", "FORESIGHT_QUERY_TIMEOUT"),
+            ("promql_tenancy", "FORESIGHT_PROMQL_TENANCY"),
         ] {
             assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
         }
@@ -244,6 +279,8 @@ mod tests {
         assert_eq!(args.namespaces(), Vec::<String>::new());
         assert_eq!(args.concurrency, 16);
         assert!(args.leader_election);
+        assert_eq!(args.shards, 1, "a single leader unless asked");
+        assert_eq!(args.promql_tenancy, Tenancy::Off);
         assert_eq!(args.lease_name, "foresight-leader");
         assert_eq!(args.metrics_address, "0.0.0.0:8080".parse().expect("addr"));
         assert_eq!(args.log_format, LogFormat::Auto);
@@ -289,6 +326,12 @@ mod tests {
         assert_eq!(args.lease_namespace(Some("ignored".into())), "ops");
         assert_eq!(args.identity(), "foresight-0");
         assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(parse(&["--shards", "16"]).shards, 16);
+        assert_eq!(parse(&["--promql-tenancy", "namespace"]).promql_tenancy, Tenancy::Namespace);
+        for bad in ["0", "1025", "many"] {
+            let error = Cli::try_parse_from(["foresight", "run", "--shards", bad]).expect_err("bad shard count");
+            assert!(error.to_string().contains("--shards"), "{error}");
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub async fn act(
 ) -> Result<(), Error> {
     let mode = mode(sp);
     let scale = rec.desired != rec.current && mode == Mode::Active;
-    if scale && !ctx.is_leader() {
+    if scale && !ctx.owns_policy(sp) {
         // Leadership was lost during this evaluation: stop before touching anything.
         return Ok(());
     }
@@ -76,6 +76,10 @@ pub async fn act(
         let pending = new.history.first().cloned();
         patch_status(sp, ctx, &json!({ "status": { "pendingScale": &pending } })).await?;
         stored.to_mut().pending_scale = pending;
+        if !ctx.owns_policy(sp) {
+            // The Lease fence: this replica's renewal is too old to be sure nobody else holds the policy now.
+            return Ok(());
+        }
         target::patch_scale(&obs.api, &sp.spec.target_ref, rec.desired, obs.scale.resource_version.as_deref()).await?;
         let direction = if rec.desired > rec.current { "up" } else { "down" };
         let (ns, name) = object_key(sp);
@@ -101,7 +105,7 @@ pub async fn write_status(
     old: &ScalingPolicyStatus,
     new: &ScalingPolicyStatus,
 ) -> Result<(), Error> {
-    if !report::needs_write(old, new) || !ctx.is_leader() {
+    if !report::needs_write(old, new) || !ctx.owns_policy(sp) {
         return Ok(());
     }
     patch_status(sp, ctx, &status_patch(old, new)?).await
@@ -149,7 +153,7 @@ fn with_removals(old: &Value, new: Value) -> Value {
 /// Publishes an Event on the policy. A failure is logged, never fatal: events are for people, status is the
 /// record.
 pub async fn publish(sp: &ScalingPolicy, ctx: &Context, notice: &Notice) {
-    if !ctx.is_leader() {
+    if !ctx.owns_policy(sp) {
         return;
     }
     let note = truncate(&notice.note, 1000);

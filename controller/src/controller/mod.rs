@@ -15,8 +15,10 @@
 //! at once instead of holding its slot.
 //!
 //! Status writes do not change the generation, so Foresight's own writes never trigger a reconcile; time does
-//! (requeue after `spec.interval`). Only the leader reconciles: a standby requeues without reading or writing,
-//! and the moment it becomes the leader it reconciles every policy rather than waiting for each requeue.
+//! (requeue after `spec.interval`). Only the replica that owns a policy reconciles it (the leader, or with
+//! sharding the holder of the policy's shard, see [`crate::shard`]): any other requeues without reading or
+//! writing, and the moment it becomes the leader or gains a shard it reconciles every policy it now owns rather
+//! than waiting for each requeue.
 
 pub mod act;
 pub mod conditions;
@@ -140,6 +142,10 @@ pub struct Context {
     pub clock: Clock,
     /// Whether this replica holds the Lease. Cleared the moment the lease is lost.
     pub leader: Arc<AtomicBool>,
+    /// With sharding, the shards this replica holds: a policy is owned when its shard is (instead of `leader`).
+    pub shards: Option<Arc<crate::shard::Ownership>>,
+    /// Whether every query is confined to its policy's namespace (`--promql-tenancy`).
+    pub promql_tenancy: crate::promql::tenancy::Tenancy,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
     stores: Mutex<Vec<Store<RawScalingPolicy>>>,
@@ -164,6 +170,8 @@ impl Context {
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
+            shards: None,
+            promql_tenancy: Default::default(),
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
             stores: Mutex::default(),
@@ -194,8 +202,36 @@ impl Context {
         self
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+    /// Confines every query to its policy's namespace (`--promql-tenancy=namespace`).
+    pub fn with_promql_tenancy(mut self, tenancy: crate::promql::tenancy::Tenancy) -> Self {
+        self.promql_tenancy = tenancy;
+        self
+    }
+
+    /// Shards policies across replicas: a policy is owned while this replica holds its shard.
+    pub fn with_shards(mut self, shards: Arc<crate::shard::Ownership>) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Whether this replica may write for the policy `namespace/name` now: it leads, or with sharding it holds
+    /// the policy's shard and renewed it within the renew deadline. Checked before every write.
+    pub fn owns(&self, namespace: &str, name: &str) -> bool {
+        match &self.shards {
+            Some(shards) => shards.owns(namespace, name),
+            None => self.leader.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether this replica may write for `sp` now (see [`Context::owns`]).
+    pub fn owns_policy(&self, sp: &ScalingPolicy) -> bool {
+        let (namespace, name) = observe::object_key(sp);
+        self.owns(&namespace, &name)
+    }
+
+    /// Changes whenever this replica gains ownership (becomes the leader or acquires a shard).
+    fn ownership_gains(&self) -> (bool, u64) {
+        (self.leader.load(Ordering::SeqCst), self.shards.as_ref().map_or(0, |s| s.gains()))
     }
 
     fn now(&self) -> Timestamp {
@@ -285,7 +321,7 @@ pub async fn evaluate(
             let sp = raw.unparsed();
             let (namespace, name) = observe::object_key(&sp);
             tracing::warn!(%namespace, %name, error = %unreadable, "invalid policy");
-            if ctx.is_leader() && !namespace.is_empty() {
+            if !namespace.is_empty() && ctx.owns(&namespace, &name) {
                 let old = sp.status.clone().unwrap_or_default();
                 act::report_failure(&sp, &ctx, &old, ctx.now(), "InvalidPolicy", &unreadable.to_string()).await;
             }
@@ -353,7 +389,8 @@ pub async fn reconcile(sp: Arc<ScalingPolicy>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> Result<Action, Error> {
     lock(&ctx.seen).insert(observe::object_key(sp));
     let interval = sp.spec.interval.map(|d| d.std()).unwrap_or(DEFAULT_INTERVAL).max(Duration::from_secs(1));
-    if !ctx.is_leader() {
+    let (ns, name) = observe::object_key(sp);
+    if !ctx.owns(&ns, &name) {
         return Ok(Action::requeue(interval));
     }
     if namespace.is_empty() {
@@ -379,7 +416,6 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
         }
     };
     let rec = engine::recommend(&policy, &obs.snapshot());
-    let (ns, name) = observe::object_key(sp);
     ctx.telemetry.evaluated(&ns, &name, &policy, &rec, obs.forecast.as_ref());
     // One INFO line when the evaluation changes something; a steady hold is DEBUG.
     if rec.desired != rec.current {
@@ -511,15 +547,18 @@ pub async fn run(
     let leadership = {
         let ctx = ctx.clone();
         async move {
-            let mut was_leader = ctx.is_leader();
+            let (mut was_leader, mut gains) = ctx.ownership_gains();
             loop {
                 tokio::time::sleep(LEADERSHIP_POLL).await;
-                let is_leader = ctx.is_leader();
-                if is_leader && !was_leader {
+                let (is_leader, now_gains) = ctx.ownership_gains();
+                if ctx.shards.is_none() && is_leader && !was_leader {
                     tracing::info!("became the leader: evaluating every policy now");
                     let _ = gained.send(());
+                } else if now_gains != gains {
+                    tracing::info!("gained a shard: evaluating every policy it holds now");
+                    let _ = gained.send(());
                 }
-                was_leader = is_leader;
+                (was_leader, gains) = (is_leader, now_gains);
             }
         }
     };

@@ -87,7 +87,7 @@ pub async fn observe(
     };
     let (metrics, forecast) = match &source {
         Ok((source, timeout)) => {
-            let metrics = read_metrics(source.clone(), sp, policy, namespace, now, *timeout).await;
+            let metrics = read_metrics(source.clone(), sp, policy, namespace, now, *timeout, ctx.promql_tenancy).await;
             let forecast = match &policy.predictive {
                 Some(rule) => Some(forecast(ctx, source.clone(), sp, rule, namespace, now).await),
                 None => None,
@@ -145,7 +145,8 @@ async fn forecast(
     let Some(metric) = sp.spec.metrics.iter().find(|m| m.name == rule.metric) else {
         return Forecast::Abstain { reason: format!("metric {:?} is not defined", rule.metric), samples: 0 };
     };
-    let query = match promql::query(metric, Scope::new(namespace, &sp.spec.target_ref)) {
+    let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(ctx.promql_tenancy);
+    let query = match promql::query(metric, scope) {
         Ok(q) => q,
         Err(e) => return Forecast::Abstain { reason: e.to_string(), samples: 0 },
     };
@@ -184,8 +185,9 @@ async fn read_metrics(
     namespace: &str,
     now: Timestamp,
     timeout: Duration,
+    tenancy: crate::promql::tenancy::Tenancy,
 ) -> BTreeMap<String, Series> {
-    let scope = Scope::new(namespace, &sp.spec.target_ref);
+    let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(tenancy);
     let lookback = jiff::SignedDuration::try_from(policy.lookback()).unwrap_or(jiff::SignedDuration::from_mins(5));
     let start = now.checked_sub(lookback).unwrap_or(now);
     let step = policy.interval;

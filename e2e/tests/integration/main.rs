@@ -22,4 +22,6 @@ mod leader_election;
 mod predictive_controller;
 mod prometheus_source;
 mod promql_templates;
+mod promql_tenancy;
+mod sharding;
 mod tolerant_controller;
