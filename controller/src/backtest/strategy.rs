@@ -79,7 +79,12 @@ pub fn hpa_policy(target: f64) -> Policy {
         min_replicas: 1,
         max_replicas: 100,
         interval: HPA_SYNC,
-        metrics: vec![MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None }],
+        metrics: vec![MetricSpec {
+            name: "cpu".into(),
+            kind: MetricKind::Cpu,
+            veto_above: None,
+            allow_negative: false,
+        }],
         thresholds: vec![],
         targets: vec![TargetRule { metric: "cpu".into(), target, kind: TargetKind::Value, tolerance: 0.1 }],
         predictive: None,
