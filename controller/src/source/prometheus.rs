@@ -492,6 +492,110 @@ mod tests {
         assert_eq!(prometheus_time(before_epoch), "-2.500");
     }
 
+    /// A loopback server that answers one request with `head` and then streams `body_bytes` of JSON-ish filler
+    /// until the client hangs up. Returns its address and a handle giving how many body bytes it wrote.
+    fn streaming_server(head: String, body_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => return 0,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            if stream.write_all(head.as_bytes()).is_err() {
+                return 0;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written = 0;
+            while written < body_bytes {
+                match stream.write(&chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => written += n,
+                }
+            }
+            written
+        });
+        (address, handle)
+    }
+
+    const HUGE: usize = 250 * 1024 * 1024;
+
+    /// Waits for the server thread without blocking the runtime (the client's connection task must run to
+    /// close the connection the server is writing to).
+    async fn written(server: std::thread::JoinHandle<usize>) -> usize {
+        for _ in 0..3000 {
+            if server.is_finished() {
+                return server.join().expect("server");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server is still writing after 30 s: the controller kept reading");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_cut_off_while_reading() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_owned();
+        let (address, server) = streaming_server(head, HUGE);
+        let mut c = config(&address);
+        c.limits.max_response_bytes = 1024 * 1024;
+        let source = PrometheusSource::new(&c).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("too large");
+        assert_eq!(error, SourceError::ResponseTooLarge { limit: 1024 * 1024 });
+        drop(source);
+        let written = written(server).await;
+        // The server could only write what the socket buffers took beyond the 1 MiB read: far from 250 MB.
+        assert!(written < 32 * 1024 * 1024, "the controller read {written} bytes of a 250 MB answer");
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversized_answer_is_refused_before_reading() {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {HUGE}\r\n\r\n");
+        let (address, server) = streaming_server(head, HUGE);
+        let source = PrometheusSource::new(&config(&address)).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("too large");
+        assert!(matches!(error, SourceError::ResponseTooLarge { .. }), "{error}");
+        drop(source);
+        assert!(written(server).await < 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_servers_body_never_reaches_status_except_a_bounded_prometheus_message() {
+        use reqwest::StatusCode;
+        // Not Prometheus (an attacker's listener, a proxy page): only the status code.
+        let page = b"<html>root:x:0:0:secret-content</html>";
+        let error = decode(StatusCode::FORBIDDEN, page, 100).expect_err("not an answer");
+        assert_eq!(error, SourceError::Http { status: 403 });
+        let error = decode(StatusCode::OK, page, 100).expect_err("not an answer");
+        assert!(!error.to_string().contains("secret-content"), "{error}");
+        // Prometheus' own error: kept, but bounded and without control characters.
+        let long = format!(
+            r#"{{"status":"error","errorType":"bad_data","error":"parse error\n\u001b[31m{}"}}"#,
+            "x".repeat(5000)
+        );
+        let error = decode(StatusCode::BAD_REQUEST, long.as_bytes(), 100).expect_err("prometheus error");
+        let SourceError::Prometheus { error_type, message } = error else { panic!("{error:?}") };
+        assert_eq!(error_type, "bad_data");
+        assert!(message.starts_with("parse error"), "{message}");
+        assert!(message.chars().count() <= MAX_ERROR_MESSAGE + 1, "{} chars", message.chars().count());
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+    }
+
+    #[test]
+    fn answers_with_more_series_than_the_limit_are_refused() {
+        let series = r#"{"metric":{},"value":[1,"1"]}"#;
+        let body =
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, [series; 5].join(","));
+        let error = decode(reqwest::StatusCode::OK, body.as_bytes(), 3).expect_err("too many");
+        assert_eq!(error, SourceError::TooManySeries { count: 5, limit: 3 });
+        assert!(decode(reqwest::StatusCode::OK, body.as_bytes(), 5).is_ok());
+    }
+
     #[test]
     fn server_timeout_is_a_little_under_the_client_timeout() {
         let source = PrometheusSource::new(&config("http://prom:9090")).expect("valid");

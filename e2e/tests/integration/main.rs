@@ -20,3 +20,4 @@ mod leader_election;
 mod predictive_controller;
 mod prometheus_source;
 mod promql_templates;
+mod tenancy;
