@@ -334,3 +334,65 @@ async fn secret_value(api: &Api<Secret>, key: &SecretKeyRef, address: &str) -> R
 pub fn object_key(sp: &ScalingPolicy) -> (String, String) {
     (sp.namespace().unwrap_or_default(), sp.name_any())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BasicAuth, PrometheusAuth};
+
+    fn spec(address: &str) -> PrometheusSpec {
+        PrometheusSpec { address: address.into(), timeout: None, auth: None, headers: BTreeMap::new(), ca: None }
+    }
+
+    fn key(name: &str) -> SecretKeyRef {
+        SecretKeyRef { name: name.into(), key: "token".into() }
+    }
+
+    const DEFAULT: Option<&str> = Some("http://prometheus.monitoring:9090");
+
+    #[test]
+    fn policy_prometheus_settings_are_refused_before_anything_is_read_or_sent() {
+        let allowing = AccessPolicy {
+            allowed_addresses: vec!["http://thanos:9090".into()],
+            policy_credentials: true,
+            ..AccessPolicy::default()
+        };
+        let with_auth = |address: &str, name: &str| PrometheusSpec {
+            auth: Some(PrometheusAuth { bearer_token: Some(key(name)), basic: None }),
+            ..spec(address)
+        };
+        let with_header = |name: &str| PrometheusSpec {
+            headers: [(name.to_owned(), "x".to_owned())].into_iter().collect(),
+            ..spec("http://thanos:9090")
+        };
+        let cases: Vec<(PrometheusSpec, AccessPolicy, &str)> = vec![
+            (spec("http://attacker/any/path"), allowing.clone(), "PrometheusAddressNotAllowed"),
+            (spec("http://thanos:9090"), AccessPolicy::default(), "PrometheusAddressNotAllowed"),
+            (with_auth("http://thanos:9090", "prom-token"), AccessPolicy::default(), "PrometheusAddressNotAllowed"),
+            (
+                with_auth("http://prometheus.monitoring:9090", "prom-token"),
+                AccessPolicy::default(),
+                "PolicyCredentialsDisabled",
+            ),
+            (with_auth("http://thanos:9090", "../../team-b/secrets/x"), allowing.clone(), "SecretNotAllowed"),
+            (with_header("Host"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header("proxy-authorization"), allowing.clone(), "PrometheusMisconfigured"),
+        ];
+        for (spec, access, reason) in cases {
+            let error = check_policy_prometheus(&spec, &access, DEFAULT).expect_err(reason);
+            assert_eq!(error.reason(), reason, "{spec:?}: {error}");
+        }
+        let basic = PrometheusSpec {
+            auth: Some(PrometheusAuth {
+                bearer_token: None,
+                basic: Some(BasicAuth { username: key("user"), password: key("Bad_Name") }),
+            }),
+            ..spec("http://thanos:9090")
+        };
+        let error = check_policy_prometheus(&basic, &allowing, DEFAULT).expect_err("bad name");
+        assert!(matches!(error, Error::InvalidSecretName { .. }), "{error}");
+        for ok in [spec("http://prometheus.monitoring:9090/"), with_auth("http://thanos:9090", "prom-token")] {
+            assert!(check_policy_prometheus(&ok, &allowing, DEFAULT).is_ok(), "{ok:?}");
+        }
+    }
+}

@@ -91,7 +91,9 @@ async fn a_policy_cannot_send_a_secret_or_anything_to_an_address_of_its_choosing
     testkit::create_policy(&policies, "not-allowed", policy_on(&url(&not_allowed), "payments-db")).await;
     testkit::create_policy(&policies, "opaque", policy_on(&opaque.url(), "payments-db")).await;
     testkit::create_policy(&policies, "elsewhere", policy_on(&elsewhere.url(), "bound-elsewhere")).await;
-    testkit::create_policy(&policies, "bound", policy_on(&bound.url(), "prom-token")).await;
+    let mut long_timeout = policy_on(&bound.url(), "prom-token");
+    long_timeout["prometheus"]["timeout"] = json!("10m");
+    testkit::create_policy(&policies, "bound", long_timeout).await;
 
     let access = AccessPolicy {
         // The admin allowed three of the listeners (not the first) and per-policy credentials.
@@ -126,6 +128,10 @@ async fn a_policy_cannot_send_a_secret_or_anything_to_an_address_of_its_choosing
     assert_eq!(elsewhere.requests(), [], "credentials were sent to another address than their Secret names");
     let sent = bound.requests();
     assert_eq!(sent[0].header("authorization"), Some("Bearer tok-ok"), "{sent:?}");
+    // Its 10-minute timeout was lowered to the controller's ceiling, and its status says so.
+    let (status, _, message) = ready(&policies, "bound").await.expect("condition");
+    assert_eq!(status, "True");
+    assert!(message.contains("spec.prometheus.timeout 10m lowered to the controller's maximum 30s"), "{message}");
     // The refusal never shows the Secret's content.
     for name in ["not-allowed", "opaque", "elsewhere"] {
         let (_, _, message) = ready(&policies, name).await.expect("condition");
@@ -232,6 +238,16 @@ async fn an_idle_service_with_latency_and_error_rate_metrics_scales_in() {
     let metrics = status.conditions.iter().find(|c| c.type_ == "MetricsAvailable").expect("MetricsAvailable");
     assert_eq!(metrics.status, "True", "{metrics:?}");
     assert!(metrics.message.contains("no requests: p99"), "{}", metrics.message);
+    // The error ratio of no requests is 0 (the template's answer, not a NaN read as missing).
+    let read: Vec<(String, Option<f64>, String)> = status
+        .last_evaluation
+        .expect("an evaluation")
+        .metrics
+        .into_iter()
+        .map(|m| (m.name, m.value, m.state))
+        .collect();
+    assert!(read.contains(&("errors".into(), Some(0.0), "Ok".into())), "{read:?}");
+    assert!(read.contains(&("p99".into(), None, "NoRequests".into())), "{read:?}");
     let events: Api<Event> = Api::namespaced(client, testkit::NAMESPACE);
     let events = events.list(&Default::default()).await.expect("events").items;
     assert!(
