@@ -134,13 +134,14 @@ impl SourceError {
     }
 
     /// Whether this failure says the Prometheus *server* cannot be reached at all, whatever is asked of it:
-    /// refused or reset connections, TLS failures, a gateway answering 502/503/504 without a Prometheus error.
-    /// Only these count towards the breaker shared by every namespace, because nothing one tenant's queries can
-    /// do (slow or expensive queries, tiny timeouts, huge answers) produces them.
+    /// refused or reset connections, TLS failures, a gateway answering 502 or 503 without a Prometheus error
+    /// (its upstream is gone). Only these count towards the breaker shared by every namespace, because nothing
+    /// one tenant's queries can do (slow or expensive queries, tiny timeouts, huge answers) produces them; a
+    /// gateway's 504 can be provoked by a slow query, so it counts against the tenant only.
     pub fn is_transport_failure(&self) -> bool {
         match self {
             Self::Connect { .. } => true,
-            Self::Http { status } => matches!(*status, 502..=504),
+            Self::Http { status } => matches!(*status, 502 | 503),
             _ => false,
         }
     }
@@ -239,6 +240,26 @@ mod tests {
         ];
         for (error, expected) in cases {
             assert_eq!(error.is_server_failure(), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_unreachable_server_counts_towards_the_shared_breaker() {
+        let cases = [
+            (SourceError::Connect { message: "refused".into() }, true),
+            (SourceError::Http { status: 502 }, true),
+            (SourceError::Http { status: 503 }, true),
+            // What one tenant's slow or expensive queries can provoke.
+            (SourceError::Http { status: 504 }, false),
+            (SourceError::Http { status: 500 }, false),
+            (SourceError::Timeout { after: Duration::from_millis(1) }, false),
+            (SourceError::Prometheus { error_type: "timeout".into(), message: String::new() }, false),
+            (SourceError::Prometheus { error_type: "execution".into(), message: String::new() }, false),
+            (SourceError::ResponseTooLarge { limit: 1 }, false),
+            (SourceError::TooManySeries { count: 2, limit: 1 }, false),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.is_transport_failure(), expected, "{error:?}");
         }
     }
 
