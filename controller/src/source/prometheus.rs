@@ -171,8 +171,12 @@ impl PrometheusSource {
             return Err(ConfigError::ZeroTimeout);
         }
         let headers = default_headers(config)?;
-        let mut builder =
-            reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout).default_headers(headers);
+        // No redirects: an allowed address must not be able to bounce the query (and its headers) elsewhere.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers);
         if let Some(pem) = &config.ca_pem {
             builder = builder.tls_certs_merge(parse_ca_pem(pem)?);
         }
@@ -563,6 +567,18 @@ mod tests {
         assert!(matches!(error, SourceError::ResponseTooLarge { .. }), "{error}");
         drop(source);
         assert!(written(server).await < 32 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (elsewhere, other) = streaming_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_owned(), 0);
+        let head = format!("HTTP/1.1 302 Found\r\nLocation: {elsewhere}/api/v1/query\r\nContent-Length: 0\r\n\r\n");
+        let (address, server) = streaming_server(head, 0);
+        let source = PrometheusSource::new(&config(&address)).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("a redirect is not an answer");
+        assert_eq!(error, SourceError::Http { status: 302 });
+        written(server).await;
+        assert!(!other.is_finished(), "the redirect target was contacted");
     }
 
     #[test]
