@@ -59,7 +59,10 @@ def test_every_manifest_validates_strictly(overlay, version: str) -> None:
 def test_default_install_objects() -> None:
     kinds = sorted(o["kind"] for o in render().objects)
     assert kinds == sorted(
-        ["Deployment", "ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        [
+            "Deployment", "ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+            "NetworkPolicy",
+        ]
     )
 
 
@@ -120,6 +123,10 @@ def test_deployment_defaults() -> None:
         "--log-format=json",
         "--log-level=info",
         "--query-timeout=5s",
+        "--max-query-timeout=30s",
+        "--max-response-bytes=4194304",
+        "--max-series=100",
+        "--policy-credentials=false",
     ]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -210,7 +210,9 @@ fn counter(metric: &str, c: &CounterMetric, scope: Scope<'_>, kind: CounterQuery
     let template = match (&c.query_override, kind) {
         (Some(t), _) => t.as_str(),
         (None, CounterQuery::ErrorRate) => {
-            r#"sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}",{code_label}=~"5.."}[{window}])) / sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}"}[{window}]))"#
+            // 5xx over all requests; 0 (not 0/0 = NaN) when there are no requests or no 5xx series yet, and no
+            // answer (missing) only when the counter does not exist at all.
+            r#"(sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}",{code_label}=~"5.."}[{window}])) or sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}"}[{window}])) * 0) / (sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}"}[{window}])) > 0) or sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}"}[{window}])) * 0"#
         }
         (None, CounterQuery::RequestRate) => {
             r#"sum(rate({counter}{namespace="{namespace}",pod=~"{pod_regex}"}[{window}]))"#
@@ -402,7 +404,7 @@ mod tests {
         let m = Metric { error_rate: Some(CounterMetric::default()), ..metric("errors") };
         assert_eq!(
             q(&m, "shop", &target("Deployment", "web")),
-            r#"sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$",code=~"5.."}[120s])) / sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$"}[120s]))"#
+            r#"(sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$",code=~"5.."}[120s])) or sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$"}[120s])) * 0) / (sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$"}[120s])) > 0) or sum(rate(http_requests_total{namespace="shop",pod=~"^web-[a-z0-9]+-[a-z0-9]+$"}[120s])) * 0"#
         );
         let c = CounterMetric {
             counter: Some("grpc_requests_total".into()),
@@ -430,6 +432,7 @@ mod tests {
         let m = Metric {
             query: Some(QueryMetric {
                 promql: r#"max(queue_depth{namespace="{namespace}",pod=~"{pod_regex}",q="{unknown}"})"#.into(),
+                allow_negative: false,
             }),
             ..metric("queue")
         };
@@ -512,8 +515,10 @@ mod tests {
 
     #[test]
     fn injection_through_a_query_placeholder_is_escaped() {
-        let m =
-            Metric { query: Some(QueryMetric { promql: r#"sum(x{namespace="{namespace}"})"#.into() }), ..metric("q") };
+        let m = Metric {
+            query: Some(QueryMetric { promql: r#"sum(x{namespace="{namespace}"})"#.into(), allow_negative: false }),
+            ..metric("q")
+        };
         let out = q(&m, r#"a"}) or vector(99) or sum(x{b=""#, &target("Deployment", "w"));
         assert_eq!(unescaped(&out, '"'), 2, "{out}");
         // A value that looks like a placeholder is not substituted again.

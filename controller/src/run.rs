@@ -11,6 +11,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
@@ -24,7 +25,7 @@ use crate::{
     metrics::Metrics,
     promql::tenancy::Tenancy,
     server, shard,
-    source::{BreakerConfig, SourcePool},
+    source::{AccessPolicy, Auth, BreakerConfig, Limits, SourcePool},
     telemetry::{self, LogFormat},
 };
 
@@ -81,6 +82,36 @@ pub struct RunArgs {
     /// Timeout of each Prometheus query (policies may set their own).
     #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = crate::cli::policy_duration)]
     pub query_timeout: Duration,
+    /// Prometheus addresses a policy's spec.prometheus.address may name, comma-separated, besides
+    /// --prometheus-address; an entry ending in /* allows every path below it. Empty: spec.prometheus may only
+    /// name the default Prometheus.
+    #[arg(long, env = "FORESIGHT_ALLOWED_PROMETHEUS_ADDRESSES", value_delimiter = ',', default_value = "")]
+    pub allowed_prometheus_addresses: Vec<String>,
+    /// Honour spec.prometheus.auth and spec.prometheus.ca: read Secrets of type
+    /// foresight.dev/prometheus-credentials in the policy's namespace (needs RBAC to get Secrets).
+    #[arg(long, env = "FORESIGHT_POLICY_CREDENTIALS", default_value_t = false, action = ArgAction::Set)]
+    pub policy_credentials: bool,
+    /// The longest per-query timeout; policies asking for more are clamped (and told so in status).
+    #[arg(long, env = "FORESIGHT_MAX_QUERY_TIMEOUT", default_value = "30s", value_parser = crate::cli::policy_duration)]
+    pub max_query_timeout: Duration,
+    /// The largest Prometheus answer read, in bytes; reading stops there and the query fails.
+    #[arg(long, env = "FORESIGHT_MAX_RESPONSE_BYTES", default_value_t = Limits::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
+    /// The most series one Prometheus answer may hold.
+    #[arg(long, env = "FORESIGHT_MAX_SERIES", default_value_t = Limits::DEFAULT_MAX_SERIES)]
+    pub max_series: usize,
+    /// A file holding the bearer token for the default Prometheus (e.g. a mounted Secret key).
+    #[arg(long, env = "FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE", conflicts_with = "prometheus_username_file")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// A file holding the basic-auth user name for the default Prometheus; needs --prometheus-password-file.
+    #[arg(long, env = "FORESIGHT_PROMETHEUS_USERNAME_FILE", requires = "prometheus_password_file")]
+    pub prometheus_username_file: Option<PathBuf>,
+    /// A file holding the basic-auth password for the default Prometheus.
+    #[arg(long, env = "FORESIGHT_PROMETHEUS_PASSWORD_FILE", requires = "prometheus_username_file")]
+    pub prometheus_password_file: Option<PathBuf>,
+    /// A PEM CA bundle trusted (on top of the system's) for the default Prometheus.
+    #[arg(long, env = "FORESIGHT_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -102,6 +133,43 @@ impl RunArgs {
             "--lease-renew-before ({grace}s) must be shorter than --lease-duration ({duration}s)"
         );
         Ok((duration, grace))
+    }
+
+    /// What policies may do with Prometheus, and the default Prometheus' credentials read from their files.
+    pub fn access(&self) -> anyhow::Result<AccessPolicy> {
+        use anyhow::Context as _;
+        let read =
+            |path: &PathBuf| std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()));
+        anyhow::ensure!(!self.max_query_timeout.is_zero(), "--max-query-timeout must be positive");
+        anyhow::ensure!(self.max_response_bytes > 0, "--max-response-bytes must be positive");
+        let default_auth = match (&self.prometheus_bearer_token_file, &self.prometheus_username_file) {
+            (Some(token), _) => Some(Auth::Bearer(read(token)?.trim().to_owned())),
+            (None, Some(user)) => {
+                let password = self.prometheus_password_file.as_ref().context("--prometheus-password-file")?;
+                Some(Auth::Basic {
+                    username: read(user)?.trim().to_owned(),
+                    password: read(password)?.trim().to_owned(),
+                })
+            }
+            (None, None) => None,
+        };
+        let default_ca = match &self.prometheus_ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+            None => None,
+        };
+        Ok(AccessPolicy {
+            allowed_addresses: self
+                .allowed_prometheus_addresses
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            policy_credentials: self.policy_credentials,
+            max_query_timeout: self.max_query_timeout,
+            limits: Limits { max_response_bytes: self.max_response_bytes, max_series: self.max_series.max(1) },
+            default_auth,
+            default_ca,
+        })
     }
 
     /// This replica's identity: the flag, else the host name, else "foresight".
@@ -137,6 +205,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity();
+    let access = args.access()?;
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(SourcePool::new(BreakerConfig::default(), metrics.clone()));
@@ -162,7 +231,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_telemetry(metrics.clone())
         .with_leader(leader.clone())
         .with_query_timeout(args.query_timeout)
-        .with_promql_tenancy(args.promql_tenancy);
+        .with_promql_tenancy(args.promql_tenancy)
+        .with_access(access);
     if sharded {
         context = context.with_shards(ownership.clone());
     }
@@ -268,6 +338,15 @@ mod tests {
             ("log_level", "FORESIGHT_LOG_LEVEL"),
             ("query_timeout", "FORESIGHT_QUERY_TIMEOUT"),
             ("promql_tenancy", "FORESIGHT_PROMQL_TENANCY"),
+            ("allowed_prometheus_addresses", "FORESIGHT_ALLOWED_PROMETHEUS_ADDRESSES"),
+            ("policy_credentials", "FORESIGHT_POLICY_CREDENTIALS"),
+            ("max_query_timeout", "FORESIGHT_MAX_QUERY_TIMEOUT"),
+            ("max_response_bytes", "FORESIGHT_MAX_RESPONSE_BYTES"),
+            ("max_series", "FORESIGHT_MAX_SERIES"),
+            ("prometheus_bearer_token_file", "FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE"),
+            ("prometheus_username_file", "FORESIGHT_PROMETHEUS_USERNAME_FILE"),
+            ("prometheus_password_file", "FORESIGHT_PROMETHEUS_PASSWORD_FILE"),
+            ("prometheus_ca_file", "FORESIGHT_PROMETHEUS_CA_FILE"),
         ] {
             assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
         }
@@ -332,6 +411,45 @@ mod tests {
             let error = Cli::try_parse_from(["foresight", "run", "--shards", bad]).expect_err("bad shard count");
             assert!(error.to_string().contains("--shards"), "{error}");
         }
+    }
+
+    #[test]
+    fn by_default_policies_get_only_the_default_prometheus_and_no_credentials() {
+        let access = parse(&[]).access().expect("valid");
+        assert!(access.allowed_addresses.is_empty());
+        assert!(!access.policy_credentials);
+        assert_eq!(access.max_query_timeout, Duration::from_secs(30));
+        assert_eq!(access.limits, Limits::default());
+        assert!(access.default_auth.is_none() && access.default_ca.is_none());
+    }
+
+    #[test]
+    fn access_flags_and_default_credentials_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("foresight-run-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").expect("write token");
+        let args = parse(&[
+            "--allowed-prometheus-addresses",
+            "http://thanos:9090, https://mimir/prometheus/*",
+            "--policy-credentials",
+            "true",
+            "--max-query-timeout",
+            "10s",
+            "--max-response-bytes",
+            "1048576",
+            "--prometheus-bearer-token-file",
+            token.to_str().expect("utf-8 path"),
+        ]);
+        let access = args.access().expect("valid");
+        assert_eq!(access.allowed_addresses, ["http://thanos:9090", "https://mimir/prometheus/*"]);
+        assert!(access.policy_credentials);
+        assert_eq!(access.max_query_timeout, Duration::from_secs(10));
+        assert_eq!(access.limits.max_response_bytes, 1_048_576);
+        assert_eq!(access.default_auth, Some(Auth::Bearer("s3cret".into())));
+        let missing = parse(&["--prometheus-ca-file", "/nonexistent/ca.pem"]).access().expect_err("no file");
+        assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl TryFrom<&ScalingPolicySpec> for Policy {
                 name: m.name.clone(),
                 kind,
                 veto_above: m.veto_scale_down.as_ref().map(|v| v.above),
+                allow_negative: m.query.as_ref().is_some_and(|q| q.allow_negative),
             });
         }
         let known = |policy: &str, metric: &str| {

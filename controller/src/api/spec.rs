@@ -140,20 +140,29 @@ fn default_target_kind() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSpec {
-    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090. The controller only queries
+    /// its default Prometheus and the addresses its admin allows (--allowed-prometheus-addresses); any other
+    /// address makes the policy Ready=False and nothing is sent.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("address must start with http:// or https://"))]
     pub address: String,
-    /// Timeout of each query. Default 5s.
+    /// Timeout of each query. Default 5s (the controller's --query-timeout); at most the controller's
+    /// --max-query-timeout (default 30s), above which it is lowered and the Ready condition says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Credentials, read from Secrets in the policy's namespace.
+    /// Credentials, read from Secrets in the policy's namespace, when the controller allows per-policy
+    /// credentials (--policy-credentials). Each Secret must be of type foresight.dev/prometheus-credentials and
+    /// name this address in its "address" key: its credentials are sent there and nowhere else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PrometheusAuth>,
-    /// Extra HTTP headers sent with every query (e.g. X-Scope-OrgID for Cortex, Mimir or Thanos tenants).
+    /// Extra HTTP headers sent with every query (e.g. X-Scope-OrgID for Cortex, Mimir or Thanos tenants). At
+    /// most 20, values up to 1024 characters; names must be HTTP token characters, and Host, Content-Length,
+    /// Connection and similar headers that change how the request is sent are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     pub headers: BTreeMap<String, String>,
-    /// A PEM CA bundle to trust for an https address, read from a Secret key in the policy's namespace.
+    /// A PEM CA bundle to trust for an https address, read from a Secret key in the policy's namespace (same
+    /// rules as auth: type foresight.dev/prometheus-credentials, "address" key naming this address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<SecretKeyRef>,
 }
@@ -185,11 +194,14 @@ pub struct BasicAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1))]
+    /// Name of the Secret (an object name: lowercase letters, digits, '-' and '.').
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
-    /// Key within the Secret.
-    #[schemars(length(min = 1))]
+    /// Key within the Secret (letters, digits, '-', '_' and '.').
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
@@ -294,8 +306,12 @@ pub struct CounterMetric {
 #[serde(rename_all = "camelCase")]
 pub struct QueryMetric {
     /// The PromQL expression. It may use the placeholders {namespace} and {pod_regex}; their values are escaped.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4096))]
     pub promql: String,
+    /// Negative values are meaningful for this query (e.g. a difference or a trend). Default false: a negative
+    /// value is treated as missing (with the reason in status), as it is for every built-in source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_negative: bool,
 }
 
 /// Block scale-down while the metric is above this bound.

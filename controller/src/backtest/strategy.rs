@@ -97,7 +97,12 @@ pub fn hpa_policy(target: f64, min: u32, max: u32) -> Policy {
         min_replicas: min,
         max_replicas: max.max(min),
         interval: HPA_SYNC,
-        metrics: vec![MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None }],
+        metrics: vec![MetricSpec {
+            name: "cpu".into(),
+            kind: MetricKind::Cpu,
+            veto_above: None,
+            allow_negative: false,
+        }],
         thresholds: vec![],
         targets: vec![TargetRule { metric: "cpu".into(), target, kind: TargetKind::Value, tolerance: 0.1 }],
         demand: vec![],
@@ -125,7 +130,12 @@ pub fn kpa_policy(target: f64, per_replica: f64, min: u32, max: u32) -> Policy {
         min_replicas: min,
         max_replicas: max.max(min),
         interval: HPA_SYNC,
-        metrics: vec![MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None }],
+        metrics: vec![MetricSpec {
+            name: "rps".into(),
+            kind: MetricKind::RequestRate,
+            veto_above: None,
+            allow_negative: false,
+        }],
         thresholds: vec![],
         targets: vec![],
         demand: vec![DemandRule {

@@ -67,6 +67,7 @@ pub async fn act(
         external: obs.external.clone(),
         mode,
         scaled: scale,
+        notes: &obs.notes,
     };
     let new = report::next_status(old, &outcome);
     // What the API server holds once step 1 is done: the base of the final status patch, so that it clears

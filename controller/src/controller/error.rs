@@ -55,6 +55,32 @@ pub enum Error {
     /// Neither the policy nor the controller names a Prometheus.
     #[error("no Prometheus address: set spec.prometheus.address or the controller's --prometheus-address")]
     NoPrometheus,
+    /// spec.prometheus.address is not one the admin allows.
+    #[error(
+        "Prometheus address {address} is not allowed: the controller only queries its default Prometheus and the addresses its admin allows (--allowed-prometheus-addresses); nothing was sent"
+    )]
+    PrometheusNotAllowed { address: String },
+    /// spec.prometheus names Secrets, but the admin has not enabled per-policy credentials.
+    #[error(
+        "spec.prometheus.auth and spec.prometheus.ca are disabled on this controller (--policy-credentials); no Secret was read and nothing was sent"
+    )]
+    PolicyCredentialsDisabled,
+    /// A Secret reference that is not a Kubernetes object name.
+    #[error("Secret name {name:?} is not a valid object name (DNS-1123 subdomain)")]
+    InvalidSecretName { name: String },
+    /// The Secret does not opt in to being read for Prometheus.
+    #[error(
+        "Secret {name:?} is not of type foresight.dev/prometheus-credentials; Foresight reads only Secrets made for it, and sent nothing"
+    )]
+    SecretNotOptedIn { name: String },
+    /// The Secret's `address` key does not name the policy's Prometheus address.
+    #[error(
+        "Secret {name:?} does not name this Prometheus address in its \"address\" key; its credentials are sent only to the address recorded there, and nothing was sent"
+    )]
+    SecretBoundElsewhere { name: String },
+    /// A header that would change where or how the request is sent.
+    #[error("header {name:?} may not be set in spec.prometheus.headers")]
+    ForbiddenHeader { name: String },
     /// The Prometheus settings cannot be used (bad address, header, CA...).
     #[error("invalid Prometheus settings: {0}")]
     PrometheusConfig(#[from] ConfigError),
@@ -79,6 +105,12 @@ impl Error {
             Error::GetSecret { .. } => "get_secret",
             Error::SecretKey { .. } => "secret_key",
             Error::NoPrometheus => "no_prometheus",
+            Error::PrometheusNotAllowed { .. } => "prometheus_not_allowed",
+            Error::PolicyCredentialsDisabled => "policy_credentials_disabled",
+            Error::InvalidSecretName { .. } => "invalid_secret_name",
+            Error::SecretNotOptedIn { .. } => "secret_not_opted_in",
+            Error::SecretBoundElsewhere { .. } => "secret_bound_elsewhere",
+            Error::ForbiddenHeader { .. } => "forbidden_header",
             Error::PrometheusConfig(_) => "prometheus_config",
             Error::EvaluationTimedOut { .. } => "evaluation_timed_out",
             Error::Serialize(_) => "serialize",
@@ -95,8 +127,15 @@ impl Error {
             Error::PatchScale { .. } => "ScaleFailed",
             Error::PatchStatus { .. } => "StatusWriteFailed",
             Error::GetSecret { .. } | Error::SecretKey { .. } => "SecretUnavailable",
-            Error::NoPrometheus | Error::PrometheusConfig(_) => "PrometheusMisconfigured",
             Error::EvaluationTimedOut { .. } => "EvaluationTimedOut",
+            Error::NoPrometheus | Error::PrometheusConfig(_) | Error::ForbiddenHeader { .. } => {
+                "PrometheusMisconfigured"
+            }
+            Error::PrometheusNotAllowed { .. } => "PrometheusAddressNotAllowed",
+            Error::PolicyCredentialsDisabled => "PolicyCredentialsDisabled",
+            Error::InvalidSecretName { .. } | Error::SecretNotOptedIn { .. } | Error::SecretBoundElsewhere { .. } => {
+                "SecretNotAllowed"
+            }
             Error::Serialize(_) => "InternalError",
         }
     }
@@ -124,6 +163,12 @@ mod tests {
             Error::GetSecret { name: "s".into(), source: api() },
             Error::SecretKey { name: "s".into(), key: "k".into() },
             Error::NoPrometheus,
+            Error::PrometheusNotAllowed { address: "http://x".into() },
+            Error::PolicyCredentialsDisabled,
+            Error::InvalidSecretName { name: "../x".into() },
+            Error::SecretNotOptedIn { name: "s".into() },
+            Error::SecretBoundElsewhere { name: "s".into() },
+            Error::ForbiddenHeader { name: "Host".into() },
             Error::PrometheusConfig(ConfigError::ZeroTimeout),
             Error::EvaluationTimedOut { deadline: std::time::Duration::from_secs(15) },
             Error::Serialize(serde_json::from_str::<i32>("x").expect_err("not json")),

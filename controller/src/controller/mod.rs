@@ -64,7 +64,7 @@ use crate::{
     api::{PAUSED_ANNOTATION, RawScalingPolicy, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     forecast::Predictor,
-    source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
+    source::{AccessPolicy, ConfigError, MetricsSource, PrometheusConfig, SourcePool},
 };
 
 /// How often the reconcile loop checks whether this replica has just become the leader.
@@ -86,9 +86,10 @@ pub enum Sources {
 }
 
 impl Sources {
-    pub fn get(&self, config: &PrometheusConfig) -> Result<Arc<dyn MetricsSource>, ConfigError> {
+    /// The source for `config` as used by policies of `namespace` (which has its own circuit breaker).
+    pub fn get(&self, config: &PrometheusConfig, namespace: &str) -> Result<Arc<dyn MetricsSource>, ConfigError> {
         match self {
-            Sources::Pool(pool) => pool.get_or_create(config),
+            Sources::Pool(pool) => pool.get_or_create(config, namespace),
             Sources::Fixed(source) => Ok(source.clone()),
         }
     }
@@ -137,6 +138,8 @@ pub struct Context {
     /// The controller's --prometheus-address, for policies without spec.prometheus.
     pub default_prometheus: Option<String>,
     pub query_timeout: Duration,
+    /// What policies may do with Prometheus (allowed addresses, credentials, limits).
+    pub access: AccessPolicy,
     pub recorder: events::EventRecorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
     pub clock: Clock,
@@ -167,6 +170,7 @@ impl Context {
             sources,
             default_prometheus,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            access: AccessPolicy::default(),
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
@@ -199,6 +203,11 @@ impl Context {
 
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    pub fn with_access(mut self, access: AccessPolicy) -> Self {
+        self.access = access;
         self
     }
 

@@ -26,7 +26,10 @@ use crate::{
         policy::PredictiveRule,
     },
     promql::{self, Scope},
-    source::{Auth, MetricsSource, PrometheusConfig},
+    source::{
+        AccessPolicy, Auth, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, MetricsSource, PrometheusConfig,
+        is_dns1123_subdomain, same_address,
+    },
 };
 
 /// What one evaluation saw.
@@ -46,6 +49,8 @@ pub struct Observation {
     pub history: Vec<ScaleEvent>,
     pub recommendations: Vec<RecommendationRecord>,
     pub consecutive_failures: u32,
+    /// Settings the controller overrode (a timeout above --max-query-timeout), in words for the Ready condition.
+    pub notes: Vec<String>,
 }
 
 impl Observation {
@@ -81,10 +86,13 @@ pub async fn observe(
     let settled = report::settle_pending(old, scale.replicas);
     let old: &ScalingPolicyStatus = old;
 
-    let source = match prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await {
-        Ok(config) => ctx.sources.get(&config).map(|s| (s, config.timeout)).map_err(|e| Error::from(e).to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    // A policy's Prometheus settings that the admin does not allow fail the whole reconcile (Ready=False with
+    // the reason) before any Secret is read or any request is sent.
+    let resolved = prometheus_config(&ctx.client, namespace, sp.spec.prometheus.as_ref(), ctx).await?;
+    let notes = resolved.notes;
+    let config = resolved.config;
+    let source =
+        ctx.sources.get(&config, namespace).map(|s| (s, config.timeout)).map_err(|e| Error::from(e).to_string());
     let (metrics, forecast) = match &source {
         Ok((source, timeout)) => {
             let metrics = read_metrics(source.clone(), sp, policy, namespace, now, *timeout, ctx.promql_tenancy).await;
@@ -121,6 +129,7 @@ pub async fn observe(
         history,
         recommendations: report::recommendation_records(old),
         consecutive_failures: old.consecutive_metric_failures.max(0) as u32,
+        notes,
     })
 }
 
@@ -213,57 +222,179 @@ async fn read_metrics(
     join_all(queries).await.into_iter().collect()
 }
 
-/// The Prometheus to ask: the policy's own settings (credentials from Secrets in its namespace) or the
-/// controller's default address.
+/// A policy's Prometheus config, and what the controller overrode in it.
+pub struct ResolvedPrometheus {
+    pub config: PrometheusConfig,
+    pub notes: Vec<String>,
+}
+
+/// The Prometheus to ask: the policy's own settings, if the admin allows them (see [`AccessPolicy`]), or the
+/// controller's default Prometheus with its own credentials. Nothing is read or sent for a refused policy.
 pub async fn prometheus_config(
     client: &Client,
     namespace: &str,
     spec: Option<&PrometheusSpec>,
     ctx: &Context,
-) -> Result<PrometheusConfig, Error> {
+) -> Result<ResolvedPrometheus, Error> {
+    let access = &ctx.access;
+    let mut notes = Vec::new();
     let Some(spec) = spec else {
         let address = ctx.default_prometheus.as_deref().ok_or(Error::NoPrometheus)?;
         let mut config = PrometheusConfig::new(address);
-        config.timeout = ctx.query_timeout;
-        return Ok(config);
+        config.timeout = access.clamp_timeout(ctx.query_timeout).0;
+        config.auth = access.default_auth.clone();
+        config.ca_pem = access.default_ca.clone();
+        config.limits = access.limits;
+        return Ok(ResolvedPrometheus { config, notes });
     };
+    check_policy_prometheus(spec, access, ctx.default_prometheus.as_deref())?;
     let mut config = PrometheusConfig::new(spec.address.clone());
-    config.timeout = spec.timeout.map(|d| d.std()).unwrap_or(ctx.query_timeout);
+    config.limits = access.limits;
+    let wanted = spec.timeout.map(|d| d.std()).unwrap_or(ctx.query_timeout);
+    let (timeout, clamped) = access.clamp_timeout(wanted);
+    if clamped {
+        notes.push(format!(
+            "spec.prometheus.timeout {} lowered to the controller's maximum {}",
+            humantime::format_duration(wanted),
+            humantime::format_duration(timeout)
+        ));
+    }
+    config.timeout = timeout;
     config.headers = spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // The controller's own default credentials are never sent to a policy's address.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     if let Some(auth) = &spec.auth {
         config.auth = match (&auth.bearer_token, &auth.basic) {
-            (Some(token), _) => Some(Auth::Bearer(secret_value(&secrets, token).await?)),
+            (Some(token), _) => Some(Auth::Bearer(secret_value(&secrets, token, &spec.address).await?)),
             (None, Some(basic)) => Some(Auth::Basic {
-                username: secret_value(&secrets, &basic.username).await?,
-                password: secret_value(&secrets, &basic.password).await?,
+                username: secret_value(&secrets, &basic.username, &spec.address).await?,
+                password: secret_value(&secrets, &basic.password, &spec.address).await?,
             }),
             (None, None) => None,
         };
     }
     if let Some(ca) = &spec.ca {
-        config.ca_pem = Some(secret_value(&secrets, ca).await?.into_bytes());
+        config.ca_pem = Some(secret_value(&secrets, ca, &spec.address).await?.into_bytes());
     }
-    Ok(config)
+    Ok(ResolvedPrometheus { config, notes })
 }
 
-async fn secret_value(api: &Api<Secret>, key: &SecretKeyRef) -> Result<String, Error> {
+/// Headers a policy may not set: they would change where or how the request goes, not what it asks.
+const FORBIDDEN_HEADERS: &[&str] =
+    &["host", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade", "expect"];
+
+/// The checks on a policy's `spec.prometheus` that need no API call: allowed address, credentials enabled,
+/// Secret names that are object names, headers that only add information.
+pub fn check_policy_prometheus(
+    spec: &PrometheusSpec,
+    access: &AccessPolicy,
+    default: Option<&str>,
+) -> Result<(), Error> {
+    if !access.is_allowed(&spec.address, default) {
+        return Err(Error::PrometheusNotAllowed { address: crate::source::address_for_humans(&spec.address) });
+    }
+    let refs: Vec<&SecretKeyRef> = spec
+        .auth
+        .iter()
+        .flat_map(|a| a.bearer_token.iter().chain(a.basic.iter().flat_map(|b| [&b.username, &b.password])))
+        .chain(spec.ca.iter())
+        .collect();
+    if !refs.is_empty() && !access.policy_credentials {
+        return Err(Error::PolicyCredentialsDisabled);
+    }
+    if let Some(bad) = refs.iter().find(|r| !is_dns1123_subdomain(&r.name)) {
+        return Err(Error::InvalidSecretName { name: crate::source::sanitise(&bad.name, 253) });
+    }
+    for name in spec.headers.keys() {
+        let lower = name.trim().to_ascii_lowercase();
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            return Err(Error::ForbiddenHeader { name: crate::source::sanitise(name, 64) });
+        }
+    }
+    Ok(())
+}
+
+/// One key of an opted-in credentials Secret, only if the Secret names `address` as where it may be sent.
+async fn secret_value(api: &Api<Secret>, key: &SecretKeyRef, address: &str) -> Result<String, Error> {
     let secret = api.get(&key.name).await.map_err(|source| Error::GetSecret { name: key.name.clone(), source })?;
-    let missing = || Error::SecretKey { name: key.name.clone(), key: key.key.clone() };
-    let bytes = secret.data.as_ref().and_then(|d| d.get(&key.key)).map(|b| b.0.clone());
-    let bytes = match bytes {
-        Some(b) => b,
-        None => secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(&key.key))
-            .map(|s| s.clone().into_bytes())
-            .ok_or_else(missing)?,
+    if secret.type_.as_deref() != Some(CREDENTIALS_SECRET_TYPE) {
+        return Err(Error::SecretNotOptedIn { name: key.name.clone() });
+    }
+    let value = |k: &str| -> Option<Vec<u8>> {
+        let data = secret.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
+        data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).map(|s| s.clone().into_bytes()))
     };
-    String::from_utf8(bytes).map_err(|_| missing())
+    let bound = value(CREDENTIALS_ADDRESS_KEY).and_then(|b| String::from_utf8(b).ok());
+    if !bound.is_some_and(|bound| same_address(bound.trim(), address)) {
+        return Err(Error::SecretBoundElsewhere { name: key.name.clone() });
+    }
+    let missing = || Error::SecretKey { name: key.name.clone(), key: key.key.clone() };
+    String::from_utf8(value(&key.key).ok_or_else(missing)?).map_err(|_| missing())
 }
 
 /// A stable key for per-object state in the context.
 pub fn object_key(sp: &ScalingPolicy) -> (String, String) {
     (sp.namespace().unwrap_or_default(), sp.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BasicAuth, PrometheusAuth};
+
+    fn spec(address: &str) -> PrometheusSpec {
+        PrometheusSpec { address: address.into(), timeout: None, auth: None, headers: BTreeMap::new(), ca: None }
+    }
+
+    fn key(name: &str) -> SecretKeyRef {
+        SecretKeyRef { name: name.into(), key: "token".into() }
+    }
+
+    const DEFAULT: Option<&str> = Some("http://prometheus.monitoring:9090");
+
+    #[test]
+    fn policy_prometheus_settings_are_refused_before_anything_is_read_or_sent() {
+        let allowing = AccessPolicy {
+            allowed_addresses: vec!["http://thanos:9090".into()],
+            policy_credentials: true,
+            ..AccessPolicy::default()
+        };
+        let with_auth = |address: &str, name: &str| PrometheusSpec {
+            auth: Some(PrometheusAuth { bearer_token: Some(key(name)), basic: None }),
+            ..spec(address)
+        };
+        let with_header = |name: &str| PrometheusSpec {
+            headers: [(name.to_owned(), "x".to_owned())].into_iter().collect(),
+            ..spec("http://thanos:9090")
+        };
+        let cases: Vec<(PrometheusSpec, AccessPolicy, &str)> = vec![
+            (spec("http://attacker/any/path"), allowing.clone(), "PrometheusAddressNotAllowed"),
+            (spec("http://thanos:9090"), AccessPolicy::default(), "PrometheusAddressNotAllowed"),
+            (with_auth("http://thanos:9090", "prom-token"), AccessPolicy::default(), "PrometheusAddressNotAllowed"),
+            (
+                with_auth("http://prometheus.monitoring:9090", "prom-token"),
+                AccessPolicy::default(),
+                "PolicyCredentialsDisabled",
+            ),
+            (with_auth("http://thanos:9090", "../../team-b/secrets/x"), allowing.clone(), "SecretNotAllowed"),
+            (with_header("Host"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header("proxy-authorization"), allowing.clone(), "PrometheusMisconfigured"),
+        ];
+        for (spec, access, reason) in cases {
+            let error = check_policy_prometheus(&spec, &access, DEFAULT).expect_err(reason);
+            assert_eq!(error.reason(), reason, "{spec:?}: {error}");
+        }
+        let basic = PrometheusSpec {
+            auth: Some(PrometheusAuth {
+                bearer_token: None,
+                basic: Some(BasicAuth { username: key("user"), password: key("Bad_Name") }),
+            }),
+            ..spec("http://thanos:9090")
+        };
+        let error = check_policy_prometheus(&basic, &allowing, DEFAULT).expect_err("bad name");
+        assert!(matches!(error, Error::InvalidSecretName { .. }), "{error}");
+        for ok in [spec("http://prometheus.monitoring:9090/"), with_auth("http://thanos:9090", "prom-token")] {
+            assert!(check_policy_prometheus(&ok, &allowing, DEFAULT).is_ok(), "{ok:?}");
+        }
+    }
 }

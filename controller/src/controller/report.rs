@@ -52,6 +52,8 @@ pub struct Outcome<'a> {
     pub mode: Mode,
     /// The /scale patch to `rec.desired` went through.
     pub scaled: bool,
+    /// Settings the controller overrode, in words (e.g. a clamped query timeout).
+    pub notes: &'a [String],
 }
 
 /// The action of the events that report a change of replicas.
@@ -291,12 +293,12 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
 
 fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
     let rec = o.rec;
-    let mut out = vec![Observed::new(
-        conditions::READY,
-        true,
-        "Evaluated",
-        format!("evaluated every {}", format::duration(o.policy.interval)),
-    )];
+    let mut ready = format!("evaluated every {}", format::duration(o.policy.interval));
+    for note in o.notes {
+        ready.push_str("; ");
+        ready.push_str(note);
+    }
+    let mut out = vec![Observed::new(conditions::READY, true, "Evaluated", ready)];
 
     // Why each metric is missing, in words (the age of a stale sample is left out: it changes every evaluation
     // and would rewrite the condition each time).
@@ -307,12 +309,15 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
             other => format!("{m}: {other}"),
         })
         .collect();
+    // No requests is information, not an outage: said in words, never a warning.
+    let idle: Vec<&str> = rec.idle_metrics().collect();
+    let idle = if idle.is_empty() { String::new() } else { format!(" (no requests: {})", idle.join(", ")) };
     out.push(if missing.is_empty() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             true,
             "MetricsRead",
-            format!("all {} metrics read", rec.readings.len()),
+            format!("all {} metrics read{idle}", rec.readings.len()),
         )
     } else if rec.fallback_active {
         Observed::new(conditions::METRICS_AVAILABLE, false, "FallbackActive", rec.reason.clone())
@@ -537,6 +542,7 @@ mod tests {
                 name: "cpu".into(),
                 kind: engine::policy::MetricKind::Cpu,
                 veto_above: None,
+                allow_negative: false,
             }],
             thresholds: vec![],
             targets: vec![],
@@ -585,6 +591,7 @@ mod tests {
             external: None,
             mode: Mode::Active,
             scaled,
+            notes: &[],
         }
     }
 
@@ -611,7 +618,8 @@ mod tests {
     fn describe_shows_each_metric_in_its_unit_next_to_its_target_or_bound() {
         use engine::policy::{Amount, Bound, MetricKind, MetricSpec, TargetKind, TargetRule, ThresholdRule};
         let mut p = policy();
-        let spec = |name: &str, kind, veto_above| MetricSpec { name: name.into(), kind, veto_above };
+        let spec =
+            |name: &str, kind, veto_above| MetricSpec { name: name.into(), kind, veto_above, allow_negative: false };
         p.metrics = vec![
             spec("cpu", MetricKind::Cpu, None),
             spec("p99", MetricKind::Latency, None),

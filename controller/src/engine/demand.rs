@@ -171,7 +171,7 @@ mod tests {
     };
 
     fn rps() -> MetricSpec {
-        MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None }
+        MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None, allow_negative: false }
     }
 
     fn run(samples: &[Sample], now: i64, current: u32, ready: Option<u32>, history: &[ScaleEvent]) -> Outcome {

@@ -43,7 +43,7 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         .iter()
         .map(|m| Reading {
             metric: m.name.clone(),
-            value: readings::latest(snap.metrics.get(&m.name), now, policy.staleness),
+            value: readings::reading(m, snap.metrics.get(&m.name), now, policy.staleness),
         })
         .collect();
     let reading_of =
@@ -78,8 +78,10 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         proposals.push(predictive::propose(rule, metric, snap.forecast));
     }
 
-    let missing: Vec<String> = readings.iter().filter(|r| r.value.is_err()).map(|r| r.metric.clone()).collect();
-    let any_usable = readings.iter().any(|r| r.value.is_ok());
+    // Zero traffic is not missing data: a window with no requests blocks nothing and counts as read.
+    let missing: Vec<String> =
+        readings.iter().filter(|r| r.value.as_ref().is_err_and(Missing::blocks)).map(|r| r.metric.clone()).collect();
+    let any_usable = readings.iter().any(|r| r.value.as_ref().map_or_else(|m| !m.blocks(), |_| true));
     let consecutive_failures = if any_usable { 0 } else { snap.consecutive_failures.saturating_add(1) };
 
     let mut out = Recommendation {

@@ -29,6 +29,8 @@ pub struct MetricSpec {
     pub kind: MetricKind,
     /// Block scale-down while the metric is above this bound.
     pub veto_above: Option<f64>,
+    /// Negative values are meaningful (only a raw query can say so; no built-in source can be negative).
+    pub allow_negative: bool,
 }
 
 /// A step size or a rate limit's amount.

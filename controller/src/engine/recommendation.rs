@@ -53,6 +53,11 @@ pub enum Missing {
     Stale { age: Duration },
     /// The query failed.
     QueryFailed(String),
+    /// A value this source cannot have (a negative CPU, latency, rate...): not believed.
+    Negative { value: f64 },
+    /// A latency or error rate over a window with no requests (Prometheus answers 0/0 = NaN). Not an outage:
+    /// it neither blocks a scale-down nor asks for a scale-up.
+    NoRequests,
 }
 
 impl Missing {
@@ -63,7 +68,14 @@ impl Missing {
             Missing::NotANumber => "NotANumber",
             Missing::Stale { .. } => "Stale",
             Missing::QueryFailed(_) => "QueryFailed",
+            Missing::Negative { .. } => "Negative",
+            Missing::NoRequests => "NoRequests",
         }
+    }
+
+    /// Whether this absence blocks scale-down (everything but "no requests": zero traffic is not missing data).
+    pub fn blocks(&self) -> bool {
+        !matches!(self, Missing::NoRequests)
     }
 }
 
@@ -74,6 +86,11 @@ impl fmt::Display for Missing {
             Missing::NotANumber => f.write_str("value is NaN or infinite"),
             Missing::Stale { age } => write!(f, "latest sample is {}s old", age.as_secs()),
             Missing::QueryFailed(why) => write!(f, "query failed: {why}"),
+            Missing::Negative { value } => write!(
+                f,
+                "value {value} is negative, which this source cannot be (a query metric may set allowNegative)"
+            ),
+            Missing::NoRequests => f.write_str("no requests in the window"),
         }
     }
 }
@@ -229,9 +246,16 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
-    /// The metrics that had no usable value.
+    /// The metrics that had no usable value (not counting those that saw no requests).
     pub fn missing_metrics(&self) -> impl Iterator<Item = (&str, &Missing)> {
-        self.readings.iter().filter_map(|r| r.value.as_ref().err().map(|m| (r.metric.as_str(), m)))
+        self.readings
+            .iter()
+            .filter_map(|r| r.value.as_ref().err().filter(|m| m.blocks()).map(|m| (r.metric.as_str(), m)))
+    }
+
+    /// The metrics whose window had no requests.
+    pub fn idle_metrics(&self) -> impl Iterator<Item = &str> {
+        self.readings.iter().filter(|r| r.value == Err(Missing::NoRequests)).map(|r| r.metric.as_str())
     }
 
     /// The forecast raised replicas: the winner of a scale-up is the predictive policy.

@@ -104,7 +104,7 @@ mod tests {
     use crate::engine::{policy::MetricKind, testing::target_rule};
 
     fn cpu() -> MetricSpec {
-        MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None }
+        MetricSpec { name: "cpu".into(), kind: MetricKind::Cpu, veto_above: None, allow_negative: false }
     }
 
     #[test]
@@ -132,7 +132,8 @@ mod tests {
     fn average_value_divides_the_total() {
         let mut rule = target_rule("rps", 100.0);
         rule.kind = TargetKind::AverageValue;
-        let rps = MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None };
+        let rps =
+            MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None, allow_negative: false };
         assert_eq!(propose(&rule, &rps, &Ok(1234.0), 4, None).replicas, Some(13));
         assert_eq!(propose(&rule, &rps, &Ok(400.0), 4, None).replicas, Some(4));
         // From zero replicas a total still gives an answer (scale from zero with minReplicas 0).

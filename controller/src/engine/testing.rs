@@ -88,12 +88,12 @@ impl PolicyBuilder {
     }
 
     pub fn metric(mut self, name: &str, kind: MetricKind) -> Self {
-        self.0.metrics.push(MetricSpec { name: name.into(), kind, veto_above: None });
+        self.0.metrics.push(MetricSpec { name: name.into(), kind, veto_above: None, allow_negative: false });
         self
     }
 
     pub fn veto(mut self, name: &str, kind: MetricKind, above: f64) -> Self {
-        self.0.metrics.push(MetricSpec { name: name.into(), kind, veto_above: Some(above) });
+        self.0.metrics.push(MetricSpec { name: name.into(), kind, veto_above: Some(above), allow_negative: false });
         self
     }
 

@@ -110,6 +110,54 @@ fn never_scales_down_when_a_metric_is_missing_but_scales_up_on_what_is_present()
 }
 
 #[test]
+fn a_negative_cpu_is_not_believed_and_never_scales_down() {
+    // QA: a query answering -5 scaled 5 -> 2.
+    let policy = PolicyBuilder::new(2, 10).target("cpu", MetricKind::Cpu, 60.0).build();
+    let r = eval(&policy, 400, 5, &[cpu_for(0, 400, -5.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::Hold, 5));
+    assert_eq!(r.readings[0].value, Err(super::Missing::Negative { value: -5.0 }));
+    let why: Vec<String> = r.missing_metrics().map(|(m, why)| format!("{m}: {why}")).collect();
+    assert_eq!(why, ["cpu: value -5 is negative, which this source cannot be (a query metric may set allowNegative)"]);
+}
+
+#[test]
+fn a_raw_query_may_declare_negative_values_valid() {
+    let mut policy = PolicyBuilder::new(1, 10).threshold("trend", Some((5.0, 60)), Some((-1.0, 60))).build();
+    policy.metrics.push(super::policy::MetricSpec {
+        name: "trend".into(),
+        kind: MetricKind::Query,
+        veto_above: None,
+        allow_negative: true,
+    });
+    let r = eval(&policy, 400, 5, &[("trend", steady(at(0), at(400), 15, -3.0))], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::ScaleDown, 4), "{}", r.reason);
+}
+
+#[test]
+fn an_idle_service_scales_in_although_its_latency_and_error_ratio_are_0_over_0() {
+    // QA: zero requests made p99 and errors NaN, NaN counted as missing, and the service never scaled in.
+    let policy = PolicyBuilder::new(1, 10)
+        .target("cpu", MetricKind::Cpu, 60.0)
+        .metric("p99", MetricKind::Latency)
+        .threshold("p99", Some((0.3, 60)), None)
+        .veto("errors", MetricKind::ErrorRate, 0.01)
+        .build();
+    let idle = |name| (name, steady(at(0), at(400), 15, f64::NAN));
+    let r = eval(&policy, 400, 4, &[cpu_for(0, 400, 10.0), idle("p99"), idle("errors")], &[]);
+    assert_eq!(r.decision, Decision::ScaleDown, "{}", r.reason);
+    assert_eq!(r.missing_metrics().count(), 0);
+    assert_eq!(r.idle_metrics().collect::<Vec<_>>(), ["p99", "errors"]);
+    // With nothing but idle metrics, nothing is missing either: no fallback, no failure count.
+    let only_idle = PolicyBuilder::new(1, 10)
+        .metric("p99", MetricKind::Latency)
+        .threshold("p99", Some((0.3, 60)), None)
+        .fallback(1, Some(8))
+        .build();
+    let r = eval(&only_idle, 400, 4, &[idle("p99")], &[]);
+    assert_eq!((r.decision, r.desired, r.consecutive_failures), (Decision::Hold, 4, 0), "{}", r.reason);
+}
+
+#[test]
 fn stale_samples_count_as_missing() {
     let policy = PolicyBuilder::new(1, 10).target("cpu", MetricKind::Cpu, 60.0).build();
     // The last sample is 10 minutes old.

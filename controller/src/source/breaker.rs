@@ -1,4 +1,10 @@
-//! A circuit breaker per Prometheus address.
+//! Circuit breakers per failure domain: one per Prometheus address, shared by every namespace, and one per
+//! address and namespace.
+//!
+//! The shared breaker counts only transport failures ([`SourceError::is_transport_failure`]: the server cannot be
+//! reached at all), so that nothing one tenant's queries do can cut the other namespaces off. A tenant's own
+//! timeouts, query errors that stress the server and oversized answers count towards its own breaker only
+//! ([`SourceError::is_server_failure`]), which fails that namespace's queries fast and leaves the others alone.
 //!
 //! When Prometheus is down, every policy's query would otherwise wait for its own timeout, every evaluation
 //! interval. After `failure_threshold` consecutive server failures the circuit opens and queries fail at once with
@@ -73,9 +79,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// For a namespace's own breaker: any sign of a struggling server (timeouts included).
     pub fn of<T>(result: &Result<T, SourceError>) -> Self {
         match result {
             Err(error) if error.is_server_failure() => Self::Failure,
+            _ => Self::Success,
+        }
+    }
+
+    /// For the breaker shared by every namespace: only an unreachable server.
+    pub fn transport<T>(result: &Result<T, SourceError>) -> Self {
+        match result {
+            Err(error) if error.is_transport_failure() => Self::Failure,
             _ => Self::Success,
         }
     }
@@ -267,20 +282,32 @@ impl CircuitBreaker {
     }
 }
 
-/// A [`MetricsSource`] that asks its [`CircuitBreaker`] before every query, and reports every query's outcome and
-/// duration to the observer.
+/// A [`MetricsSource`] that asks its address's shared [`CircuitBreaker`] and, if it has one, its namespace's own
+/// breaker before every query, and reports every query's outcome and duration to the observer.
 pub struct BreakerSource {
     inner: Arc<dyn MetricsSource>,
     circuit: Arc<CircuitBreaker>,
+    tenant: Option<Arc<CircuitBreaker>>,
 }
 
 impl BreakerSource {
+    /// `circuit` is the address's breaker, shared by every namespace: only transport failures count there.
     pub fn new(inner: Arc<dyn MetricsSource>, circuit: Arc<CircuitBreaker>) -> Self {
-        Self { inner, circuit }
+        Self { inner, circuit, tenant: None }
+    }
+
+    /// Adds the namespace's own breaker, which counts every server failure (timeouts included).
+    pub fn with_tenant(mut self, tenant: Arc<CircuitBreaker>) -> Self {
+        self.tenant = Some(tenant);
+        self
     }
 
     pub fn circuit(&self) -> &Arc<CircuitBreaker> {
         &self.circuit
+    }
+
+    pub fn tenant_circuit(&self) -> Option<&Arc<CircuitBreaker>> {
+        self.tenant.as_ref()
     }
 
     async fn guarded(
@@ -289,14 +316,28 @@ impl BreakerSource {
     ) -> Result<Vec<Sample>, SourceError> {
         let admission = self.circuit.admit();
         if let Admission::Rejected { until } = admission {
-            let error = SourceError::CircuitOpen { until };
+            let error = SourceError::CircuitOpen { until, shared: true };
             self.circuit.observer.query_finished(error.category(), 0.0);
             return Err(error);
         }
         let mut pending = PendingQuery { circuit: &self.circuit, admission: Some(admission) };
+        let mut tenant_pending = None;
+        if let Some(tenant) = &self.tenant {
+            let admission = tenant.admit();
+            if let Admission::Rejected { until } = admission {
+                // Dropping `pending` frees the shared probe slot if this query held it.
+                let error = SourceError::CircuitOpen { until, shared: false };
+                self.circuit.observer.query_finished(error.category(), 0.0);
+                return Err(error);
+            }
+            tenant_pending = Some(PendingQuery { circuit: tenant, admission: Some(admission) });
+        }
         let started = Instant::now();
         let result = query.await;
-        pending.finish(Outcome::of(&result));
+        pending.finish(Outcome::transport(&result));
+        if let Some(tenant) = &mut tenant_pending {
+            tenant.finish(Outcome::of(&result));
+        }
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => error.category(),
@@ -531,7 +572,7 @@ mod tests {
         }
         assert_eq!(circuit.state(), CircuitState::Open);
         let error = source.instant("up", t(0)).await.expect_err("open");
-        assert_eq!(error, SourceError::CircuitOpen { until: t(30) });
+        assert_eq!(error, SourceError::CircuitOpen { until: t(30), shared: true });
         assert_eq!(memory.queries().len(), 3, "the open circuit did not reach the source");
 
         memory.set("up", vec![crate::source::Sample::new(t(29), 1.0)]);

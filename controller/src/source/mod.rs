@@ -5,7 +5,9 @@
 //! stalling every policy:
 //!
 //! ```text
-//!   policies ──► SourcePool::get_or_create(cfg) ──► BreakerSource (one breaker per address)
+//!   spec.prometheus ──► AccessPolicy (allowed addresses, opted-in Secrets, timeout ceiling) ──► PrometheusConfig
+//!   policies ──► SourcePool::get_or_create(cfg, ns) ──► BreakerSource (shared breaker per address: transport
+//!                                                        │  failures; own breaker per address+namespace)
 //!                                                        │  fails fast with CircuitOpen while open
 //!                                                        ▼
 //!                                                  PrometheusSource (one reqwest client per config)
@@ -17,17 +19,23 @@
 //! more than one is [`SourceError::MultipleSeries`]. Values are passed through untouched, NaN and ±Inf included:
 //! deciding what a NaN means is the engine's job, and turning it into 0 here would hide an outage.
 
+mod access;
 mod breaker;
 mod memory;
 mod pool;
 mod prometheus;
 
+pub use access::{
+    AccessPolicy, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, DEFAULT_MAX_QUERY_TIMEOUT, address_for_humans,
+    is_dns1123_subdomain, same_address,
+};
 pub use breaker::{
     Admission, Breaker, BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, Outcome, system_clock,
 };
 pub use memory::{InMemorySource, RecordedQuery};
 pub use pool::SourcePool;
-pub use prometheus::{Auth, ConfigError, PrometheusConfig, PrometheusSource};
+pub(crate) use prometheus::sanitise;
+pub use prometheus::{Auth, ConfigError, Limits, PrometheusConfig, PrometheusSource};
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
@@ -81,9 +89,21 @@ pub enum SourceError {
     /// A range query with `start` after `end` or a zero `step`.
     #[error("invalid range query: {reason}")]
     InvalidRange { reason: &'static str },
-    /// Too many recent failures against this Prometheus; not asking again until `until`.
-    #[error("Prometheus circuit open after repeated failures; next attempt at {until}")]
-    CircuitOpen { until: Timestamp },
+    /// The answer was larger than the controller reads; reading stopped at the limit.
+    #[error(
+        "the Prometheus answer is larger than {limit} bytes (--max-response-bytes); reading stopped there: narrow the query"
+    )]
+    ResponseTooLarge { limit: usize },
+    /// The answer held more series than the controller decodes.
+    #[error(
+        "the Prometheus answer has {count} series, more than the {limit} decoded (--max-series): aggregate it, e.g. sum(...)"
+    )]
+    TooManySeries { count: usize, limit: usize },
+    /// Too many recent failures; not asking again until `until`. `shared`: the Prometheus server itself is
+    /// unreachable (every namespace's queries wait); otherwise only this namespace's queries failed (timeouts,
+    /// server errors) and only they wait.
+    #[error("{} circuit open after repeated failures; next attempt at {until}", if *shared { "Prometheus" } else { "this namespace's Prometheus" })]
+    CircuitOpen { until: Timestamp, shared: bool },
 }
 
 impl SourceError {
@@ -107,7 +127,22 @@ impl SourceError {
             Self::UnexpectedResult { .. } => "unexpected_result",
             Self::MultipleSeries { .. } => "multiple_series",
             Self::InvalidRange { .. } => "invalid_range",
+            Self::ResponseTooLarge { .. } => "response_too_large",
+            Self::TooManySeries { .. } => "too_many_series",
             Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
+    /// Whether this failure says the Prometheus *server* cannot be reached at all, whatever is asked of it:
+    /// refused or reset connections, TLS failures, a gateway answering 502 or 503 without a Prometheus error
+    /// (its upstream is gone). Only these count towards the breaker shared by every namespace, because nothing
+    /// one tenant's queries can do (slow or expensive queries, tiny timeouts, huge answers) produces them; a
+    /// gateway's 504 can be provoked by a slow query, so it counts against the tenant only.
+    pub fn is_transport_failure(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Http { status } => matches!(*status, 502 | 503),
+            _ => false,
         }
     }
 
@@ -125,6 +160,8 @@ impl SourceError {
             | Self::MultipleSeries { .. }
             | Self::InvalidRange { .. }
             | Self::CircuitOpen { .. } => false,
+            // Too much data is the query's doing, but it costs the server: count it against the tenant.
+            Self::ResponseTooLarge { .. } | Self::TooManySeries { .. } => true,
         }
     }
 }
@@ -178,7 +215,9 @@ mod tests {
             SourceError::UnexpectedResult { result_type: "matrix" },
             SourceError::MultipleSeries { count: 3 },
             SourceError::InvalidRange { reason: "zero step" },
-            SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH },
+            SourceError::ResponseTooLarge { limit: 1 },
+            SourceError::TooManySeries { count: 2, limit: 1 },
+            SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH, shared: true },
         ];
         let mut categories: Vec<_> = errors.iter().map(SourceError::category).collect();
         categories.sort_unstable();
@@ -197,10 +236,30 @@ mod tests {
             (SourceError::Prometheus { error_type: "unavailable".into(), message: String::new() }, true),
             (SourceError::Prometheus { error_type: "bad_data".into(), message: String::new() }, false),
             (SourceError::MultipleSeries { count: 2 }, false),
-            (SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH }, false),
+            (SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH, shared: true }, false),
         ];
         for (error, expected) in cases {
             assert_eq!(error.is_server_failure(), expected, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_unreachable_server_counts_towards_the_shared_breaker() {
+        let cases = [
+            (SourceError::Connect { message: "refused".into() }, true),
+            (SourceError::Http { status: 502 }, true),
+            (SourceError::Http { status: 503 }, true),
+            // What one tenant's slow or expensive queries can provoke.
+            (SourceError::Http { status: 504 }, false),
+            (SourceError::Http { status: 500 }, false),
+            (SourceError::Timeout { after: Duration::from_millis(1) }, false),
+            (SourceError::Prometheus { error_type: "timeout".into(), message: String::new() }, false),
+            (SourceError::Prometheus { error_type: "execution".into(), message: String::new() }, false),
+            (SourceError::ResponseTooLarge { limit: 1 }, false),
+            (SourceError::TooManySeries { count: 2, limit: 1 }, false),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.is_transport_failure(), expected, "{error:?}");
         }
     }
 

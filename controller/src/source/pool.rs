@@ -1,9 +1,11 @@
-//! One client per distinct Prometheus config, one circuit breaker per Prometheus address.
+//! One client per distinct Prometheus config and namespace, one shared circuit breaker per Prometheus address,
+//! and one breaker per address and namespace.
 //!
-//! Hundreds of policies usually point at one or two Prometheus servers. Sharing clients shares their connection
-//! pools; sharing a breaker per address means that once Prometheus is down, every policy fails fast, not only the
-//! ones that happened to see the failures. Configs that differ only in credentials or headers get their own client
-//! but still share the address's breaker.
+//! Hundreds of policies usually point at one or two Prometheus servers. Sharing a breaker per address means that
+//! once Prometheus is unreachable, every policy fails fast, not only the ones that happened to see the failures;
+//! that breaker counts transport failures only. Timeouts and server errors, which one namespace's expensive
+//! queries can provoke, count towards that namespace's own breaker, so one tenant cannot cut the others off.
+//! Configs that differ only in credentials or headers get their own client but still share the address's breaker.
 
 use super::breaker::{BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, system_clock};
 use super::prometheus::{ConfigError, PrometheusConfig, PrometheusSource};
@@ -13,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
 struct Entries {
-    sources: HashMap<PrometheusConfig, Arc<BreakerSource>>,
+    sources: HashMap<(PrometheusConfig, String), Arc<BreakerSource>>,
     circuits: HashMap<String, Arc<CircuitBreaker>>,
+    tenants: HashMap<(String, String), Arc<CircuitBreaker>>,
 }
 
 /// Thread-safe cache of Prometheus sources, each behind its address's circuit breaker.
@@ -43,10 +46,16 @@ impl SourcePool {
         Self { breaker, observer, clock, entries: Mutex::new(Entries::default()) }
     }
 
-    /// The source for `config`, built on first use (which validates the config) and shared afterwards.
-    pub fn get_or_create(&self, config: &PrometheusConfig) -> Result<Arc<dyn MetricsSource>, ConfigError> {
+    /// The source for `config` as used by policies of `namespace`, built on first use (which validates the
+    /// config) and shared afterwards.
+    pub fn get_or_create(
+        &self,
+        config: &PrometheusConfig,
+        namespace: &str,
+    ) -> Result<Arc<dyn MetricsSource>, ConfigError> {
         let mut entries = self.lock();
-        if let Some(source) = entries.sources.get(config) {
+        let key = (config.clone(), namespace.to_owned());
+        if let Some(source) = entries.sources.get(&key) {
             return Ok(source.clone());
         }
         let prometheus = Arc::new(PrometheusSource::new(config)?);
@@ -55,11 +64,20 @@ impl SourcePool {
             .circuits
             .entry(label.clone())
             .or_insert_with(|| {
-                Arc::new(CircuitBreaker::new(label, self.breaker, self.clock.clone(), self.observer.clone()))
+                Arc::new(CircuitBreaker::new(label.clone(), self.breaker, self.clock.clone(), self.observer.clone()))
             })
             .clone();
-        let source = Arc::new(BreakerSource::new(prometheus, circuit));
-        entries.sources.insert(config.clone(), source.clone());
+        // A namespace's own breaker is not exported as a metric (its label would grow with the namespaces); its
+        // state reaches the policy's status through the CircuitOpen error.
+        let tenant = entries
+            .tenants
+            .entry((label.clone(), namespace.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(CircuitBreaker::new(label, self.breaker, self.clock.clone(), Arc::new(super::NoopObserver)))
+            })
+            .clone();
+        let source = Arc::new(BreakerSource::new(prometheus, circuit).with_tenant(tenant));
+        entries.sources.insert(key, source.clone());
         Ok(source)
     }
 
@@ -76,14 +94,21 @@ impl SourcePool {
         self.lock().circuits.get(&address_label(address)).cloned()
     }
 
+    /// The breaker of `namespace`'s queries to `address`, if any client was created for them.
+    pub fn tenant_circuit(&self, address: &str, namespace: &str) -> Option<Arc<CircuitBreaker>> {
+        self.lock().tenants.get(&(address_label(address), namespace.to_owned())).cloned()
+    }
+
     /// Forgets sources whose config `keep` rejects (a rotated token, a deleted policy), and breakers no longer
     /// used by any source. Callers holding a dropped source can keep using it.
     pub fn retain(&self, keep: impl Fn(&PrometheusConfig) -> bool) {
         let mut entries = self.lock();
-        entries.sources.retain(|config, _| keep(config));
-        let live: std::collections::HashSet<String> =
-            entries.sources.keys().map(|config| address_label(&config.address)).collect();
-        entries.circuits.retain(|address, _| live.contains(address));
+        entries.sources.retain(|(config, _), _| keep(config));
+        let live: std::collections::HashSet<(String, String)> =
+            entries.sources.keys().map(|(config, ns)| (address_label(&config.address), ns.clone())).collect();
+        entries.tenants.retain(|key, _| live.contains(key));
+        let addresses: std::collections::HashSet<&String> = live.iter().map(|(address, _)| address).collect();
+        entries.circuits.retain(|address, _| addresses.contains(address));
     }
 
     /// How many distinct clients exist.
@@ -101,7 +126,7 @@ impl SourcePool {
 }
 
 /// The address as a metric label and breaker key: no credentials, no trailing slash.
-fn address_label(address: &str) -> String {
+pub(crate) fn address_label(address: &str) -> String {
     match reqwest::Url::parse(address.trim()) {
         Ok(mut url) => {
             let _ = url.set_username("");
@@ -127,8 +152,8 @@ mod tests {
     fn equal_configs_share_one_client() {
         let pool = pool();
         let config = PrometheusConfig::new("http://prom:9090");
-        let a = pool.get_or_create(&config).expect("valid");
-        let b = pool.get_or_create(&config.clone()).expect("valid");
+        let a = pool.get_or_create(&config, "ns").expect("valid");
+        let b = pool.get_or_create(&config.clone(), "ns").expect("valid");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(pool.len(), 1);
     }
@@ -138,8 +163,8 @@ mod tests {
         let pool = pool();
         let plain = PrometheusConfig::new("http://prom:9090");
         let with_token = PrometheusConfig { auth: Some(Auth::Bearer("t".into())), ..plain.clone() };
-        let a = pool.get_or_create(&plain).expect("valid");
-        let b = pool.get_or_create(&with_token).expect("valid");
+        let a = pool.get_or_create(&plain, "ns").expect("valid");
+        let b = pool.get_or_create(&with_token, "ns").expect("valid");
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(pool.len(), 2);
         assert_eq!(pool.circuit_states(), [("http://prom:9090".to_owned(), CircuitState::Closed)]);
@@ -148,7 +173,7 @@ mod tests {
     #[test]
     fn invalid_configs_are_not_cached() {
         let pool = pool();
-        let error = pool.get_or_create(&PrometheusConfig::new("prom")).err().expect("invalid");
+        let error = pool.get_or_create(&PrometheusConfig::new("prom"), "ns").err().expect("invalid");
         assert!(matches!(error, ConfigError::InvalidAddress { .. }), "{error:?}");
         assert!(pool.is_empty());
     }
@@ -156,8 +181,8 @@ mod tests {
     #[test]
     fn retain_drops_unused_clients_and_breakers() {
         let pool = pool();
-        pool.get_or_create(&PrometheusConfig::new("http://a:9090")).expect("valid");
-        pool.get_or_create(&PrometheusConfig::new("http://b:9090")).expect("valid");
+        pool.get_or_create(&PrometheusConfig::new("http://a:9090"), "ns").expect("valid");
+        pool.get_or_create(&PrometheusConfig::new("http://b:9090"), "ns").expect("valid");
         pool.retain(|config| config.address.contains("//a"));
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.circuit_states(), [("http://a:9090".to_owned(), CircuitState::Closed)]);
@@ -177,7 +202,7 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let (pool, config) = (pool.clone(), config.clone());
-                std::thread::spawn(move || pool.get_or_create(&config).map(|_| ()))
+                std::thread::spawn(move || pool.get_or_create(&config, "ns").map(|_| ()))
             })
             .collect();
         for handle in handles {

@@ -1,6 +1,9 @@
-//! The Prometheus [`MetricsSource`]: `prometheus-http-query` over our own `reqwest` client.
+//! The Prometheus [`MetricsSource`]: our own `reqwest` requests, decoded into `prometheus-http-query`'s types.
 //!
 //! The client is ours so that we control the per-query timeout, authentication, extra headers and extra root CAs.
+//! The request is ours too so that the answer is streamed and cut off at [`Limits::max_response_bytes`] (a
+//! hostile or broken server cannot make the controller buffer hundreds of megabytes), and so that nothing but a
+//! status code and Prometheus' own bounded, sanitised error message ever comes back from a server.
 //! The configuration is plain data: the controller resolves Secrets and ConfigMaps into it before it gets here.
 
 use super::memory::range_points;
@@ -8,12 +11,37 @@ use super::{MetricsSource, Sample, SourceError, timestamp_from_seconds};
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use prometheus_http_query::response::Data;
+use prometheus_http_query::response::{Data, PromqlResult};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// The default per-query timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest Prometheus error message kept (in status, events and logs).
+pub const MAX_ERROR_MESSAGE: usize = 256;
+
+/// How much of an answer the controller is willing to read and decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// The largest response body read, after decompression. Reading stops at this many bytes.
+    pub max_response_bytes: usize,
+    /// The most series one answer may hold (Foresight uses one; more is reported as an error either way).
+    pub max_series: usize,
+}
+
+impl Limits {
+    /// 4 MiB: a week of 5-minute points is about 60 KiB, and 16 answers decoded at once stay far below the
+    /// chart's 256Mi memory limit (a decoded answer takes about three times its size).
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+    pub const DEFAULT_MAX_SERIES: usize = 100;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES, max_series: Self::DEFAULT_MAX_SERIES }
+    }
+}
 
 /// How to reach one Prometheus. Equal configs share one client (see [`super::SourcePool`]).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -27,6 +55,8 @@ pub struct PrometheusConfig {
     pub headers: Vec<(String, String)>,
     /// Extra root certificates (PEM) trusted on top of the system's, for a Prometheus behind a private CA.
     pub ca_pem: Option<Vec<u8>>,
+    /// How much of an answer is read.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for PrometheusConfig {
@@ -39,6 +69,7 @@ impl std::fmt::Debug for PrometheusConfig {
             .field("auth", &self.auth)
             .field("header_names", &header_names)
             .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -46,7 +77,14 @@ impl std::fmt::Debug for PrometheusConfig {
 impl PrometheusConfig {
     /// A config for `address` with the default timeout and nothing else.
     pub fn new(address: impl Into<String>) -> Self {
-        Self { address: address.into(), timeout: DEFAULT_TIMEOUT, auth: None, headers: Vec::new(), ca_pem: None }
+        Self {
+            address: address.into(),
+            timeout: DEFAULT_TIMEOUT,
+            auth: None,
+            headers: Vec::new(),
+            ca_pem: None,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -108,15 +146,18 @@ pub enum ConfigError {
 /// A [`MetricsSource`] that queries one Prometheus over HTTP(S).
 #[derive(Clone)]
 pub struct PrometheusSource {
-    client: prometheus_http_query::Client,
+    http: reqwest::Client,
+    base: reqwest::Url,
     timeout: Duration,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusSource")
-            .field("base_url", &self.client.base_url().as_str())
+            .field("base_url", &self.base.as_str())
             .field("timeout", &self.timeout)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -130,27 +171,38 @@ impl PrometheusSource {
             return Err(ConfigError::ZeroTimeout);
         }
         let headers = default_headers(config)?;
-        let mut builder =
-            reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout).default_headers(headers);
+        // No redirects: an allowed address must not be able to bounce the query (and its headers) elsewhere.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers);
         if let Some(pem) = &config.ca_pem {
             builder = builder.tls_certs_merge(parse_ca_pem(pem)?);
         }
         ensure_crypto_provider();
         let http = builder.build().map_err(|error| ConfigError::BuildClient { message: error_chain(&error) })?;
-        let client = prometheus_http_query::Client::from(http, url.as_str()).map_err(|error| {
-            ConfigError::InvalidAddress { address: config.address.clone(), reason: error.to_string() }
-        })?;
-        Ok(Self { client, timeout: config.timeout })
+        let mut base = url;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self { http, base, timeout: config.timeout, limits: config.limits })
+    }
+
+    /// POSTs `form` to `api/v1/<endpoint>` and decodes the answer, reading at most the configured bytes.
+    async fn post(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Data, SourceError> {
+        let url = self.base.join(endpoint).map_err(|e| SourceError::Decode { message: e.to_string() })?;
+        let response = self.http.post(url).form(form).send().await.map_err(|e| transport_error(&e, self.timeout))?;
+        let status = response.status();
+        let body = read_limited(response, self.limits.max_response_bytes, self.timeout).await?;
+        decode(status, &body, self.limits.max_series)
     }
 
     /// The timeout sent to Prometheus, a little under ours so that Prometheus gives up (and says so) first.
     fn server_timeout_ms(&self) -> i64 {
         let ms = self.timeout.as_millis().min(i64::MAX as u128) as i64;
         (ms - ms / 10).max(1)
-    }
-
-    fn map_error(&self, error: prometheus_http_query::Error) -> SourceError {
-        map_error(error, self.timeout)
     }
 }
 
@@ -219,26 +271,84 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn map_error(error: prometheus_http_query::Error, timeout: Duration) -> SourceError {
-    use prometheus_http_query::Error;
-    match error {
-        Error::Prometheus(e) => {
-            SourceError::Prometheus { error_type: e.error_type().to_string(), message: e.message().to_owned() }
-        }
-        Error::Client(e) => match e.inner() {
-            Some(http) if http.is_timeout() => SourceError::Timeout { after: timeout },
-            Some(http) if http.is_status() => {
-                SourceError::Http { status: http.status().map_or(0, |status| status.as_u16()) }
-            }
-            Some(http) if http.is_decode() => SourceError::Decode { message: error_chain(&e) },
-            // Connection refused or reset, TLS failure, connection closed before a full answer.
-            Some(http) if http.is_connect() || http.is_request() || http.is_body() => {
-                SourceError::Connect { message: error_chain(http) }
-            }
-            _ => SourceError::Decode { message: error_chain(&e) },
-        },
-        other => SourceError::Decode { message: error_chain(&other) },
+/// A failure before any answer: the connection, the TLS handshake, or our own timeout.
+fn transport_error(error: &reqwest::Error, timeout: Duration) -> SourceError {
+    if error.is_timeout() {
+        SourceError::Timeout { after: timeout }
+    } else {
+        // Connection refused or reset, TLS failure, connection closed before a full answer.
+        SourceError::Connect { message: error_chain(error) }
     }
+}
+
+/// Reads the body chunk by chunk and stops as soon as it would exceed `limit`: the rest is never read.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, SourceError> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(SourceError::ResponseTooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e, timeout))? {
+        if body.len() + chunk.len() > limit {
+            return Err(SourceError::ResponseTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The JSON envelope of every Prometheus API answer.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<PromqlResult>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Decodes an answer. A server's body is never copied into an error, except Prometheus' own error message
+/// (bounded and stripped of control characters): anything else is reported by its status code.
+fn decode(status: reqwest::StatusCode, body: &[u8], max_series: usize) -> Result<Data, SourceError> {
+    let envelope = serde_json::from_slice::<Envelope>(body);
+    match envelope {
+        Ok(Envelope { status: s, error_type: Some(error_type), error, .. }) if s == "error" => {
+            Err(SourceError::Prometheus {
+                error_type: sanitise(&error_type, 32),
+                message: sanitise(error.as_deref().unwrap_or_default(), MAX_ERROR_MESSAGE),
+            })
+        }
+        _ if !status.is_success() => Err(SourceError::Http { status: status.as_u16() }),
+        Ok(Envelope { status: s, data: Some(result), .. }) if s == "success" => {
+            let data = result.into_inner().0;
+            let count = match &data {
+                Data::Vector(v) => v.len(),
+                Data::Matrix(m) => m.len(),
+                Data::Scalar(_) => 1,
+            };
+            if count > max_series {
+                return Err(SourceError::TooManySeries { count, limit: max_series });
+            }
+            Ok(data)
+        }
+        Ok(_) => Err(SourceError::Decode { message: "not a Prometheus query answer".to_owned() }),
+        // serde's message names the position and the expected token, never the content.
+        Err(error) => Err(SourceError::Decode { message: format!("invalid JSON: {error}") }),
+    }
+}
+
+/// At most `max` characters of `text`, control characters replaced by spaces.
+pub(crate) fn sanitise(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
 }
 
 fn one_series<T>(mut series: Vec<T>) -> Result<Option<T>, SourceError> {
@@ -263,15 +373,12 @@ fn prometheus_time(at: Timestamp) -> String {
 impl MetricsSource for PrometheusSource {
     fn instant<'a>(&'a self, query: &'a str, at: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
-            let answer = self
-                .client
-                .query(query)
-                .query("time", prometheus_time(at))
-                .timeout(self.server_timeout_ms())
-                .post()
-                .await
-                .map_err(|error| self.map_error(error))?;
-            match answer.into_inner().0 {
+            let form = [
+                ("query", query.to_owned()),
+                ("time", prometheus_time(at)),
+                ("timeout", format!("{}ms", self.server_timeout_ms())),
+            ];
+            match self.post("api/v1/query", &form).await? {
                 Data::Vector(vector) => one_series(vector)?.map(|v| to_sample(v.sample())).into_iter().collect(),
                 Data::Scalar(sample) => Ok(vec![to_sample(&sample)?]),
                 Data::Matrix(_) => Err(SourceError::UnexpectedResult { result_type: "range vector" }),
@@ -296,14 +403,14 @@ impl MetricsSource for PrometheusSource {
             if start_s > end_s {
                 return Ok(vec![]);
             }
-            let answer = self
-                .client
-                .query_range(query, start_s, end_s, step.as_secs_f64())
-                .timeout(self.server_timeout_ms())
-                .post()
-                .await
-                .map_err(|error| self.map_error(error))?;
-            match answer.into_inner().0 {
+            let form = [
+                ("query", query.to_owned()),
+                ("start", start_s.to_string()),
+                ("end", end_s.to_string()),
+                ("step", step.as_secs_f64().to_string()),
+                ("timeout", format!("{}ms", self.server_timeout_ms())),
+            ];
+            match self.post("api/v1/query_range", &form).await? {
                 Data::Matrix(matrix) => match one_series(matrix)? {
                     Some(series) => series.samples().iter().map(to_sample).collect(),
                     None => Ok(vec![]),
@@ -387,6 +494,123 @@ mod tests {
         assert_eq!(prometheus_time(at), "1700000000.250");
         let before_epoch = Timestamp::from_millisecond(-1_500).expect("valid");
         assert_eq!(prometheus_time(before_epoch), "-2.500");
+    }
+
+    /// A loopback server that answers one request with `head` and then streams `body_bytes` of JSON-ish filler
+    /// until the client hangs up. Returns its address and a handle giving how many body bytes it wrote.
+    fn streaming_server(head: String, body_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => return 0,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            if stream.write_all(head.as_bytes()).is_err() {
+                return 0;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written = 0;
+            while written < body_bytes {
+                match stream.write(&chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => written += n,
+                }
+            }
+            written
+        });
+        (address, handle)
+    }
+
+    const HUGE: usize = 250 * 1024 * 1024;
+
+    /// Waits for the server thread without blocking the runtime (the client's connection task must run to
+    /// close the connection the server is writing to).
+    async fn written(server: std::thread::JoinHandle<usize>) -> usize {
+        for _ in 0..3000 {
+            if server.is_finished() {
+                return server.join().expect("server");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server is still writing after 30 s: the controller kept reading");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_cut_off_while_reading() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_owned();
+        let (address, server) = streaming_server(head, HUGE);
+        let mut c = config(&address);
+        c.limits.max_response_bytes = 1024 * 1024;
+        let source = PrometheusSource::new(&c).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("too large");
+        assert_eq!(error, SourceError::ResponseTooLarge { limit: 1024 * 1024 });
+        drop(source);
+        let written = written(server).await;
+        eprintln!("the server wrote {written} bytes of a {HUGE}-byte answer before the controller hung up");
+        // The server could only write what the socket buffers took beyond the 1 MiB read: far from 250 MB.
+        assert!(written < 32 * 1024 * 1024, "the controller read {written} bytes of a 250 MB answer");
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversized_answer_is_refused_before_reading() {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {HUGE}\r\n\r\n");
+        let (address, server) = streaming_server(head, HUGE);
+        let source = PrometheusSource::new(&config(&address)).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("too large");
+        assert!(matches!(error, SourceError::ResponseTooLarge { .. }), "{error}");
+        drop(source);
+        assert!(written(server).await < 32 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (elsewhere, other) = streaming_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_owned(), 0);
+        let head = format!("HTTP/1.1 302 Found\r\nLocation: {elsewhere}/api/v1/query\r\nContent-Length: 0\r\n\r\n");
+        let (address, server) = streaming_server(head, 0);
+        let source = PrometheusSource::new(&config(&address)).expect("valid");
+        let error = source.instant("up", Timestamp::UNIX_EPOCH).await.expect_err("a redirect is not an answer");
+        assert_eq!(error, SourceError::Http { status: 302 });
+        written(server).await;
+        assert!(!other.is_finished(), "the redirect target was contacted");
+    }
+
+    #[test]
+    fn a_servers_body_never_reaches_status_except_a_bounded_prometheus_message() {
+        use reqwest::StatusCode;
+        // Not Prometheus (an attacker's listener, a proxy page): only the status code.
+        let page = b"<html>root:x:0:0:secret-content</html>";
+        let error = decode(StatusCode::FORBIDDEN, page, 100).expect_err("not an answer");
+        assert_eq!(error, SourceError::Http { status: 403 });
+        let error = decode(StatusCode::OK, page, 100).expect_err("not an answer");
+        assert!(!error.to_string().contains("secret-content"), "{error}");
+        // Prometheus' own error: kept, but bounded and without control characters.
+        let long = format!(
+            r#"{{"status":"error","errorType":"bad_data","error":"parse error\n\u001b[31m{}"}}"#,
+            "x".repeat(5000)
+        );
+        let error = decode(StatusCode::BAD_REQUEST, long.as_bytes(), 100).expect_err("prometheus error");
+        let SourceError::Prometheus { error_type, message } = error else { panic!("{error:?}") };
+        assert_eq!(error_type, "bad_data");
+        assert!(message.starts_with("parse error"), "{message}");
+        assert!(message.chars().count() <= MAX_ERROR_MESSAGE + 1, "{} chars", message.chars().count());
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+    }
+
+    #[test]
+    fn answers_with_more_series_than_the_limit_are_refused() {
+        let series = r#"{"metric":{},"value":[1,"1"]}"#;
+        let body =
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, [series; 5].join(","));
+        let error = decode(reqwest::StatusCode::OK, body.as_bytes(), 3).expect_err("too many");
+        assert_eq!(error, SourceError::TooManySeries { count: 5, limit: 3 });
+        assert!(decode(reqwest::StatusCode::OK, body.as_bytes(), 5).is_ok());
     }
 
     #[test]

@@ -24,4 +24,5 @@ mod prometheus_source;
 mod promql_templates;
 mod promql_tenancy;
 mod sharding;
+mod tenancy;
 mod tolerant_controller;

@@ -158,6 +158,7 @@ async fn container_restriction_overrides_and_custom_queries_run_in_prometheus() 
     let pods = Metric {
         query: Some(QueryMetric {
             promql: r#"count(kube_pod_container_resource_requests{namespace="{namespace}",pod=~"{pod_regex}",resource="cpu"})"#.into(),
+            allow_negative: false,
         }),
         ..metric("pods")
     };
