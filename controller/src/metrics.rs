@@ -23,7 +23,7 @@ use prometheus_client::{
 use crate::{
     controller::ReconcileObserver,
     engine::{Forecast, Policy, Recommendation},
-    source::{CircuitState, QueryObserver},
+    source::{CircuitState, QueryCounter, QueryObserver},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +70,16 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AddressLabels {
     address: String,
 }
@@ -95,6 +105,9 @@ pub struct Metrics {
     query_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     query_errors: Family<ReasonLabels, Counter>,
     circuit_state: Family<AddressLabels, Gauge>,
+    queries_sent: Family<KindLabels, Counter>,
+    queries_deduplicated: Family<KindLabels, Counter>,
+    queries_throttled: Family<NamespaceLabels, Counter>,
     policies_managed: Gauge,
     leader: Gauge,
     /// The per-metric and per-direction series each policy has created, so they can all be removed with it
@@ -137,6 +150,9 @@ impl Metrics {
             query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
             query_errors: Family::default(),
             circuit_state: Family::default(),
+            queries_sent: Family::default(),
+            queries_deduplicated: Family::default(),
+            queries_throttled: Family::default(),
             policies_managed: Gauge::default(),
             leader: Gauge::default(),
             registry: Registry::default(),
@@ -181,6 +197,21 @@ impl Metrics {
             "prometheus_circuit_state",
             "Circuit breaker per Prometheus address: 0 closed, 1 half-open, 2 open",
             m.circuit_state.clone(),
+        );
+        registry.register(
+            "prometheus_queries_sent",
+            "Prometheus queries sent by kind: grouped (per pod, shared by a namespace) or single",
+            m.queries_sent.clone(),
+        );
+        registry.register(
+            "prometheus_queries_deduplicated",
+            "Metric reads answered by a query already sent this interval, by kind",
+            m.queries_deduplicated.clone(),
+        );
+        registry.register(
+            "prometheus_queries_throttled",
+            "Queries held back because their namespace spent its query budget",
+            m.queries_throttled.clone(),
         );
         registry.register("policies_managed", "ScalingPolicy objects watched", m.policies_managed.clone());
         registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
@@ -314,6 +345,20 @@ impl QueryObserver for Metrics {
 
     fn circuit_changed(&self, address: &str, state: CircuitState) {
         self.circuit_state.get_or_create(&AddressLabels { address: address.into() }).set(state.gauge_value());
+    }
+}
+
+impl QueryCounter for Metrics {
+    fn sent(&self, kind: &'static str) {
+        self.queries_sent.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    fn deduplicated(&self, kind: &'static str) {
+        self.queries_deduplicated.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    fn throttled(&self, namespace: &str) {
+        self.queries_throttled.get_or_create(&NamespaceLabels { namespace: namespace.into() }).inc();
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
     leader,
     metrics::Metrics,
     server,
-    source::{BreakerConfig, SourcePool},
+    source::{BreakerConfig, GroupedConfig, GroupedReader, SourcePool, budget::BudgetConfig},
     telemetry::{self, LogFormat},
 };
 
@@ -69,6 +69,19 @@ pub struct RunArgs {
     /// Timeout of each Prometheus query (policies may set their own).
     #[arg(long, env = "FORESIGHT_QUERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
+    /// Answer the built-in templates of all the policies of a namespace from one grouped query per template and
+    /// interval (aggregated per policy in process), and send identical queries once per interval.
+    #[arg(long, env = "FORESIGHT_GROUPED_QUERIES", default_value_t = true, action = ArgAction::Set)]
+    pub grouped_queries: bool,
+    /// Prometheus queries in flight at once, per Prometheus address (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_MAX_QUERIES_IN_FLIGHT", default_value_t = 32)]
+    pub max_queries_in_flight: usize,
+    /// Queries per second one namespace may send on average (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_RATE", default_value_t = 20.0)]
+    pub namespace_query_rate: f64,
+    /// Queries one namespace may send in a burst (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_BURST", default_value_t = 300.0)]
+    pub namespace_query_burst: f64,
 }
 
 impl RunArgs {
@@ -134,7 +147,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
             .with_telemetry(metrics.clone())
             .with_leader(leader.clone())
-            .with_query_timeout(args.query_timeout),
+            .with_query_timeout(args.query_timeout)
+            .with_grouped(args.grouped_queries.then(|| {
+                let config = GroupedConfig {
+                    max_in_flight: args.max_queries_in_flight.max(1),
+                    budget: BudgetConfig { per_second: args.namespace_query_rate, burst: args.namespace_query_burst },
+                };
+                Arc::new(GroupedReader::new(config, metrics.clone()))
+            })),
     );
 
     let shutdown = shutdown_signal().shared();
@@ -232,6 +252,10 @@ mod tests {
             ("log_format", "FORESIGHT_LOG_FORMAT"),
             ("log_level", "FORESIGHT_LOG_LEVEL"),
             ("query_timeout", "FORESIGHT_QUERY_TIMEOUT"),
+            ("grouped_queries", "FORESIGHT_GROUPED_QUERIES"),
+            ("max_queries_in_flight", "FORESIGHT_MAX_QUERIES_IN_FLIGHT"),
+            ("namespace_query_rate", "FORESIGHT_NAMESPACE_QUERY_RATE"),
+            ("namespace_query_burst", "FORESIGHT_NAMESPACE_QUERY_BURST"),
         ] {
             assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
         }
@@ -248,6 +272,11 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Auto);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.query_timeout, Duration::from_secs(5));
+        assert!(args.grouped_queries);
+        assert_eq!(
+            (args.max_queries_in_flight, args.namespace_query_rate, args.namespace_query_burst),
+            (32, 20.0, 300.0)
+        );
         assert_eq!(args.lease_namespace(None), "default");
         assert_eq!(args.lease_namespace(Some("foresight-system".into())), "foresight-system");
         assert_eq!(args.lease_timing().expect("valid"), (leader::LEASE_DURATION_SECONDS, leader::LEASE_GRACE_SECONDS));

@@ -51,7 +51,7 @@ use crate::{
     api::{PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     predict::Predictor,
-    source::{ConfigError, MetricsSource, PrometheusConfig, SourcePool},
+    source::{ConfigError, GroupedReader, MetricsSource, PrometheusConfig, SourcePool},
 };
 
 /// How often the reconcile loop checks whether this replica has just become the leader.
@@ -124,6 +124,9 @@ pub struct Context {
     /// The controller's --prometheus-address, for policies without spec.prometheus.
     pub default_prometheus: Option<String>,
     pub query_timeout: Duration,
+    /// Grouped, coalesced metric reads shared by every reconcile (`--grouped-queries`); `None` sends one query
+    /// per metric per policy.
+    pub grouped: Option<Arc<GroupedReader>>,
     pub recorder: Recorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
     pub clock: Clock,
@@ -148,6 +151,7 @@ impl Context {
             sources,
             default_prometheus,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            grouped: None,
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
@@ -176,6 +180,11 @@ impl Context {
 
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    pub fn with_grouped(mut self, grouped: Option<Arc<GroupedReader>>) -> Self {
+        self.grouped = grouped;
         self
     }
 

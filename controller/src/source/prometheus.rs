@@ -313,6 +313,44 @@ impl MetricsSource for PrometheusSource {
             }
         })
     }
+
+    /// The same request as [`MetricsSource::range`], every series kept with its labels.
+    fn range_labeled<'a>(
+        &'a self,
+        query: &'a str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<super::LabeledSeries>, SourceError>>> {
+        Some(Box::pin(async move {
+            range_points(start, end, step)?;
+            let start_s =
+                start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
+            let end_s = end.as_millisecond().div_euclid(1000);
+            if start_s > end_s {
+                return Ok(vec![]);
+            }
+            let answer = self
+                .client
+                .query_range(query, start_s, end_s, step.as_secs_f64())
+                .timeout(self.server_timeout_ms())
+                .post()
+                .await
+                .map_err(|error| self.map_error(error))?;
+            match answer.into_inner().0 {
+                Data::Matrix(matrix) => matrix
+                    .iter()
+                    .map(|series| {
+                        let labels = series.metric().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        let samples = series.samples().iter().map(to_sample).collect::<Result<_, _>>()?;
+                        Ok(super::LabeledSeries { labels, samples })
+                    })
+                    .collect(),
+                Data::Vector(_) => Err(SourceError::UnexpectedResult { result_type: "instant vector" }),
+                Data::Scalar(_) => Err(SourceError::UnexpectedResult { result_type: "scalar" }),
+            }
+        }))
+    }
 }
 
 #[cfg(test)]
