@@ -16,6 +16,7 @@ mod fakeapi_crud;
 mod fakeapi_kubectl;
 mod fakeapi_scale;
 mod fakeapi_watch;
+mod grouped_controller;
 mod grouped_queries;
 mod leader_election;
 mod predictive_controller;
