@@ -472,6 +472,23 @@ mod tests {
     }
 
     #[test]
+    fn grouped_query_counts_are_exported() {
+        let m = Metrics::new();
+        m.sent("grouped");
+        m.sent("grouped");
+        m.deduplicated("single");
+        m.throttled("flood");
+        let text = m.encode().expect("encodes");
+        for line in [
+            r#"foresight_prometheus_queries_sent_total{kind="grouped"} 2"#,
+            r#"foresight_prometheus_queries_deduplicated_total{kind="single"} 1"#,
+            r#"foresight_prometheus_queries_throttled_total{namespace="flood"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn a_missing_metric_is_absent_not_zero() {
         let m = Metrics::new();
         m.evaluated("shop", "web", &policy(), &rec(Ok(86.0)), None);
