@@ -125,7 +125,7 @@ def test_deployment_defaults() -> None:
         "--query-timeout=5s",
         "--max-query-timeout=30s",
         "--max-response-bytes=4194304",
-        "--max-series=100",
+        "--max-series=10000",
         "--policy-credentials=false",
     ]
     env = {e["name"]: e for e in c["env"]}

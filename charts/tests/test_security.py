@@ -24,7 +24,7 @@ def test_by_default_policies_get_only_the_default_prometheus_and_no_credentials(
     assert flag(argv, "policy-credentials") == "false"
     assert flag(argv, "max-query-timeout") == "30s"
     assert flag(argv, "max-response-bytes") == "4194304"
-    assert flag(argv, "max-series") == "100"
+    assert flag(argv, "max-series") == "10000"
     assert not [a for a in argv if a.startswith("--prometheus-bearer-token-file")]
 
 

@@ -23,7 +23,7 @@ use prometheus_client::{
 use crate::{
     controller::ReconcileObserver,
     engine::{Forecast, Policy, Recommendation},
-    source::{CircuitState, QueryObserver},
+    source::{CircuitState, QueryCounter, QueryObserver},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +81,16 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AddressLabels {
     address: String,
 }
@@ -113,6 +123,9 @@ pub struct Metrics {
     query_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     query_errors: Family<ReasonLabels, Counter>,
     circuit_state: Family<AddressLabels, Gauge>,
+    queries_sent: Family<KindLabels, Counter>,
+    queries_deduplicated: Family<KindLabels, Counter>,
+    queries_throttled: Family<NamespaceLabels, Counter>,
     policies_managed: Gauge,
     leader: Gauge,
     shard_held: Family<ShardLabels, Gauge>,
@@ -158,6 +171,9 @@ impl Metrics {
             query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
             query_errors: Family::default(),
             circuit_state: Family::default(),
+            queries_sent: Family::default(),
+            queries_deduplicated: Family::default(),
+            queries_throttled: Family::default(),
             policies_managed: Gauge::default(),
             leader: Gauge::default(),
             shard_held: Family::default(),
@@ -213,6 +229,21 @@ impl Metrics {
             "prometheus_circuit_state",
             "Circuit breaker per Prometheus address: 0 closed, 1 half-open, 2 open",
             m.circuit_state.clone(),
+        );
+        registry.register(
+            "prometheus_queries_sent",
+            "Prometheus queries sent by kind: grouped (per pod, shared by a namespace) or single",
+            m.queries_sent.clone(),
+        );
+        registry.register(
+            "prometheus_queries_deduplicated",
+            "Metric reads answered by a query already sent this interval, by kind",
+            m.queries_deduplicated.clone(),
+        );
+        registry.register(
+            "prometheus_queries_throttled",
+            "Queries held back because their namespace spent its query budget",
+            m.queries_throttled.clone(),
         );
         registry.register("policies_managed", "ScalingPolicy objects watched", m.policies_managed.clone());
         registry.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());
@@ -382,6 +413,20 @@ impl QueryObserver for Metrics {
     }
 }
 
+impl QueryCounter for Metrics {
+    fn sent(&self, kind: &'static str) {
+        self.queries_sent.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    fn deduplicated(&self, kind: &'static str) {
+        self.queries_deduplicated.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    fn throttled(&self, namespace: &str) {
+        self.queries_throttled.get_or_create(&NamespaceLabels { namespace: namespace.into() }).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +551,23 @@ mod tests {
             r#"foresight_policy_forecast{namespace="shop",policy="api"} 120.0"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn grouped_query_counts_are_exported() {
+        let m = Metrics::new();
+        m.sent("grouped");
+        m.sent("grouped");
+        m.deduplicated("single");
+        m.throttled("flood");
+        let text = m.encode().expect("encodes");
+        for line in [
+            r#"foresight_prometheus_queries_sent_total{kind="grouped"} 2"#,
+            r#"foresight_prometheus_queries_deduplicated_total{kind="single"} 1"#,
+            r#"foresight_prometheus_queries_throttled_total{namespace="flood"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
         }
     }
 

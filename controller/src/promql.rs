@@ -123,6 +123,100 @@ fn unconfined(metric: &Metric, scope: Scope<'_>) -> Result<String, PromqlError> 
     Err(PromqlError::NoSource { metric: name.into() })
 }
 
+/// How a metric is read: its own query, or from grouped per-pod queries shared by every policy of the namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// One query that answers one series (a raw `query`, a `queryOverride`).
+    Single(String),
+    /// A built-in template answered from namespace-wide queries aggregated in process for the policy's pods.
+    Grouped(GroupedQuery),
+}
+
+impl Plan {
+    /// The query this metric sends on its own: what the grouped answer must equal.
+    pub fn per_policy_query(&self) -> &str {
+        match self {
+            Plan::Single(q) => q,
+            Plan::Grouped(g) => &g.per_policy,
+        }
+    }
+}
+
+/// A built-in template as grouped queries over the whole namespace plus the in-process step that turns their
+/// per-pod answers into the policy's number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupedQuery {
+    /// The namespace-wide queries, one series per pod (per pod and `le` for histograms). The same for every
+    /// policy of the namespace with the same template, window and container selector.
+    pub parts: Vec<String>,
+    pub combine: Combine,
+    /// The policy's pod regex (unescaped), matched against each series' `pod` label, anchored.
+    pub pod_regex: String,
+    /// The template's per-policy form, for sources that cannot answer labelled series.
+    pub per_policy: String,
+}
+
+/// The in-process half of a grouped template, applied at each evaluation time to the series whose pod matches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Combine {
+    /// `sum(parts[0])`.
+    Sum,
+    /// `scale * sum(parts[0]) / sum(parts[1])`.
+    Ratio { scale: f64 },
+    /// `histogram_quantile(q, sum by (le) (parts[0]))`.
+    Quantile { q: f64 },
+}
+
+/// How `metric` is read: grouped for a built-in template without an override, its own query otherwise.
+pub fn plan(metric: &Metric, scope: Scope<'_>) -> Result<Plan, PromqlError> {
+    let per_policy = query(metric, scope)?;
+    let ns = label_value(scope.namespace);
+    let grouped = |parts: Vec<String>, combine| {
+        Plan::Grouped(GroupedQuery { parts, combine, pod_regex: pod_regex(scope), per_policy: per_policy.clone() })
+    };
+    if let Some(r) = metric.cpu.as_ref().or(metric.memory.as_ref()).filter(|r| r.query_override.is_none()) {
+        let c = container_matcher(r);
+        let w = window(r.window.map(|w| w.std()));
+        let (usage, resource) = if metric.cpu.is_some() {
+            (format!(r#"sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{ns}",{c}}}[{w}]))"#), "cpu")
+        } else {
+            (format!(r#"sum by (pod) (container_memory_working_set_bytes{{namespace="{ns}",{c}}})"#), "memory")
+        };
+        let requests = format!(
+            r#"sum by (pod) (kube_pod_container_resource_requests{{namespace="{ns}",{c},resource="{resource}"}})"#
+        );
+        return Ok(grouped(vec![usage, requests], Combine::Ratio { scale: 100.0 }));
+    }
+    if let Some(l) = metric.latency.as_ref().filter(|l| l.query_override.is_none()) {
+        let h = l.histogram.as_deref().unwrap_or(DEFAULT_HISTOGRAM);
+        let h = h.strip_suffix("_bucket").unwrap_or(h);
+        let w = window(l.window.map(|w| w.std()));
+        let part = format!(r#"sum by (pod, le) (rate({h}_bucket{{namespace="{ns}"}}[{w}]))"#);
+        return Ok(grouped(vec![part], Combine::Quantile { q: l.quantile }));
+    }
+    let counter = metric.error_rate.as_ref().map(|c| (c, true)).or(metric.request_rate.as_ref().map(|c| (c, false)));
+    if let Some((c, errors)) = counter.filter(|(c, _)| c.query_override.is_none()) {
+        let name = c.counter.as_deref().unwrap_or(DEFAULT_COUNTER);
+        let w = window(c.window.map(|w| w.std()));
+        let all = format!(r#"sum by (pod) (rate({name}{{namespace="{ns}"}}[{w}]))"#);
+        if !errors {
+            return Ok(grouped(vec![all], Combine::Sum));
+        }
+        let code = c.code_label.as_deref().unwrap_or(DEFAULT_CODE_LABEL);
+        let failed = format!(r#"sum by (pod) (rate({name}{{namespace="{ns}",{code}=~"5.."}}[{w}]))"#);
+        return Ok(grouped(vec![failed, all], Combine::Ratio { scale: 1.0 }));
+    }
+    Ok(Plan::Single(per_policy))
+}
+
+/// `C` of the resource templates (validated by [`query`] before this is called).
+fn container_matcher(r: &ResourceMetric) -> String {
+    match &r.container {
+        Some(c) => format!(r#"container="{}""#, label_value(c)),
+        None => r#"container!="",container!="POD""#.to_string(),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Resource {
     Cpu,
@@ -547,6 +641,44 @@ mod tests {
         assert!(matches!(err, Err(PromqlError::InvalidContainer { .. })), "{err:?}");
         let err = query(&metric("none"), Scope::new("ns", &target("Deployment", "w")));
         assert!(matches!(err, Err(PromqlError::NoSource { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn built_in_templates_plan_namespace_wide_per_pod_queries_and_overrides_keep_their_own() {
+        let web = target("Deployment", "web");
+        let plan_of = |m: &Metric| plan(m, Scope::new("shop", &web)).expect("plan builds");
+        let cpu = Metric { cpu: Some(ResourceMetric::default()), ..metric("cpu") };
+        let Plan::Grouped(g) = plan_of(&cpu) else { panic!("cpu is grouped") };
+        assert_eq!(
+            g.parts,
+            [
+                r#"sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="shop",container!="",container!="POD"}[120s]))"#,
+                r#"sum by (pod) (kube_pod_container_resource_requests{namespace="shop",container!="",container!="POD",resource="cpu"})"#,
+            ]
+        );
+        assert_eq!((g.combine, g.pod_regex.as_str()), (Combine::Ratio { scale: 100.0 }, "^web-[a-z0-9]+-[a-z0-9]+$"));
+        assert_eq!(g.per_policy, q(&cpu, "shop", &web));
+        let l = LatencyMetric { quantile: 0.9, histogram: None, window: None, query_override: None };
+        let Plan::Grouped(g) = plan_of(&Metric { latency: Some(l), ..metric("p90") }) else { panic!("grouped") };
+        assert_eq!(
+            g.parts,
+            [r#"sum by (pod, le) (rate(http_request_duration_seconds_bucket{namespace="shop"}[120s]))"#]
+        );
+        let Plan::Grouped(errors) = plan_of(&Metric { error_rate: Some(CounterMetric::default()), ..metric("e") })
+        else {
+            panic!("grouped")
+        };
+        let Plan::Grouped(rps) = plan_of(&Metric { request_rate: Some(CounterMetric::default()), ..metric("r") })
+        else {
+            panic!("grouped")
+        };
+        assert_eq!(errors.parts[1], rps.parts[0], "errorRate's denominator is requestRate's query: sent once");
+        let r = ResourceMetric { query_override: Some("my_cpu".into()), ..Default::default() };
+        assert_eq!(plan_of(&Metric { cpu: Some(r), ..metric("c") }), Plan::Single("my_cpu".into()));
+        let raw = Metric { query: Some(QueryMetric { promql: "up".into(), allow_negative: false }), ..metric("q") };
+        assert_eq!(plan_of(&raw), Plan::Single("up".into()));
+        let bad = ResourceMetric { container: Some("a\"".into()), ..Default::default() };
+        assert!(plan(&Metric { memory: Some(bad), ..metric("m") }, Scope::new("shop", &web)).is_err());
     }
 
     #[test]

@@ -25,7 +25,9 @@ use crate::{
     metrics::Metrics,
     promql::tenancy::Tenancy,
     server, shard,
-    source::{AccessPolicy, Auth, BreakerConfig, Limits, SourcePool},
+    source::{
+        AccessPolicy, Auth, BreakerConfig, GroupedConfig, GroupedReader, Limits, SourcePool, budget::BudgetConfig,
+    },
     telemetry::{self, LogFormat},
 };
 
@@ -112,6 +114,19 @@ pub struct RunArgs {
     /// A PEM CA bundle trusted (on top of the system's) for the default Prometheus.
     #[arg(long, env = "FORESIGHT_PROMETHEUS_CA_FILE")]
     pub prometheus_ca_file: Option<PathBuf>,
+    /// Answer the built-in templates of all the policies of a namespace from one grouped query per template and
+    /// interval (aggregated per policy in process), and send identical queries once per interval.
+    #[arg(long, env = "FORESIGHT_GROUPED_QUERIES", default_value_t = true, action = ArgAction::Set)]
+    pub grouped_queries: bool,
+    /// Prometheus queries in flight at once, per Prometheus address (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_MAX_QUERIES_IN_FLIGHT", default_value_t = 32)]
+    pub max_queries_in_flight: usize,
+    /// Queries per second one namespace may send on average (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_RATE", default_value_t = 20.0)]
+    pub namespace_query_rate: f64,
+    /// Queries one namespace may send in a burst (with --grouped-queries).
+    #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_BURST", default_value_t = 300.0)]
+    pub namespace_query_burst: f64,
 }
 
 impl RunArgs {
@@ -232,7 +247,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_leader(leader.clone())
         .with_query_timeout(args.query_timeout)
         .with_promql_tenancy(args.promql_tenancy)
-        .with_access(access);
+        .with_access(access)
+        .with_grouped(args.grouped_queries.then(|| {
+            let config = GroupedConfig {
+                max_in_flight: args.max_queries_in_flight.max(1),
+                budget: BudgetConfig { per_second: args.namespace_query_rate, burst: args.namespace_query_burst },
+            };
+            Arc::new(GroupedReader::new(config, metrics.clone()))
+        }));
     if sharded {
         context = context.with_shards(ownership.clone());
     }
@@ -347,6 +369,10 @@ mod tests {
             ("prometheus_username_file", "FORESIGHT_PROMETHEUS_USERNAME_FILE"),
             ("prometheus_password_file", "FORESIGHT_PROMETHEUS_PASSWORD_FILE"),
             ("prometheus_ca_file", "FORESIGHT_PROMETHEUS_CA_FILE"),
+            ("grouped_queries", "FORESIGHT_GROUPED_QUERIES"),
+            ("max_queries_in_flight", "FORESIGHT_MAX_QUERIES_IN_FLIGHT"),
+            ("namespace_query_rate", "FORESIGHT_NAMESPACE_QUERY_RATE"),
+            ("namespace_query_burst", "FORESIGHT_NAMESPACE_QUERY_BURST"),
         ] {
             assert!(envs.contains(&(flag.to_string(), env.to_string())), "{flag} should read {env}: {envs:?}");
         }
@@ -365,6 +391,11 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Auto);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.query_timeout, Duration::from_secs(5));
+        assert!(args.grouped_queries);
+        assert_eq!(
+            (args.max_queries_in_flight, args.namespace_query_rate, args.namespace_query_burst),
+            (32, 20.0, 300.0)
+        );
         assert_eq!(args.lease_namespace(None), "default");
         assert_eq!(args.lease_namespace(Some("foresight-system".into())), "foresight-system");
         assert_eq!(args.lease_timing().expect("valid"), (leader::LEASE_DURATION_SECONDS, leader::LEASE_GRACE_SECONDS));

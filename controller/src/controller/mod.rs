@@ -64,7 +64,7 @@ use crate::{
     api::{PAUSED_ANNOTATION, RawScalingPolicy, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     forecast::Predictor,
-    source::{AccessPolicy, ConfigError, MetricsSource, PrometheusConfig, SourcePool},
+    source::{AccessPolicy, ConfigError, GroupedReader, MetricsSource, PrometheusConfig, SourcePool},
 };
 
 /// How often the reconcile loop checks whether this replica has just become the leader.
@@ -140,6 +140,9 @@ pub struct Context {
     pub query_timeout: Duration,
     /// What policies may do with Prometheus (allowed addresses, credentials, limits).
     pub access: AccessPolicy,
+    /// Grouped, coalesced metric reads shared by every reconcile (`--grouped-queries`); `None` sends one query
+    /// per metric per policy.
+    pub grouped: Option<Arc<GroupedReader>>,
     pub recorder: events::EventRecorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
     pub clock: Clock,
@@ -171,6 +174,7 @@ impl Context {
             default_prometheus,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             access: AccessPolicy::default(),
+            grouped: None,
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
@@ -203,6 +207,11 @@ impl Context {
 
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    pub fn with_grouped(mut self, grouped: Option<Arc<GroupedReader>>) -> Self {
+        self.grouped = grouped;
         self
     }
 

@@ -1,7 +1,8 @@
 //! Gather: everything the engine decides from, read from the world.
 //!
 //! The target's replicas come from its `/scale`; metrics from one range query per metric over the policy's
-//! lookback (ending now, one point per interval); history, stabilization records and the failure count from the
+//! lookback (ending now, one point per interval), or, with `--grouped-queries`, from the shared
+//! [`GroupedReader`] (one grouped query per namespace, template and interval, see `source::grouped`); history, stabilization records and the failure count from the
 //! policy's own status. A failed or slow query never fails the reconcile: it becomes `Series::Failed`, which
 //! the engine treats as missing (hold, never scale down, fallback after the threshold).
 
@@ -27,8 +28,8 @@ use crate::{
     },
     promql::{self, Scope},
     source::{
-        AccessPolicy, Auth, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, MetricsSource, PrometheusConfig,
-        is_dns1123_subdomain, same_address,
+        AccessPolicy, Auth, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, GroupedReader, MetricsSource,
+        PrometheusConfig, grouped, is_dns1123_subdomain, same_address,
     },
 };
 
@@ -95,7 +96,13 @@ pub async fn observe(
         ctx.sources.get(&config, namespace).map(|s| (s, config.timeout)).map_err(|e| Error::from(e).to_string());
     let (metrics, forecast) = match &source {
         Ok((source, timeout)) => {
-            let metrics = read_metrics(source.clone(), sp, policy, namespace, now, *timeout, ctx.promql_tenancy).await;
+            let tenancy = ctx.promql_tenancy;
+            let metrics = match &ctx.grouped {
+                Some(reader) => {
+                    read_metrics_grouped(reader, &config, source, sp, policy, namespace, now, tenancy).await
+                }
+                None => read_metrics(source.clone(), sp, policy, namespace, now, *timeout, tenancy).await,
+            };
             let forecast = match &policy.predictive {
                 Some(rule) => Some(forecast(ctx, source.clone(), sp, rule, namespace, now).await),
                 None => None,
@@ -220,6 +227,44 @@ async fn read_metrics(
         }
     });
     join_all(queries).await.into_iter().collect()
+}
+
+/// Every metric through the shared [`GroupedReader`]: built-in templates from the namespace's grouped queries,
+/// raw queries and overrides from their own, each sent at most once per interval by all the policies that ask.
+/// The range ends at the interval-aligned time (at most one interval ago), so that policies reconciled at
+/// different moments of the interval share it.
+async fn read_metrics_grouped(
+    reader: &GroupedReader,
+    config: &PrometheusConfig,
+    source: &Arc<dyn MetricsSource>,
+    sp: &ScalingPolicy,
+    policy: &Policy,
+    namespace: &str,
+    now: Timestamp,
+    tenancy: crate::promql::tenancy::Tenancy,
+) -> BTreeMap<String, Series> {
+    let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(tenancy);
+    let step = policy.interval;
+    let end = grouped::aligned(now, step);
+    let lookback = jiff::SignedDuration::try_from(policy.lookback()).unwrap_or(jiff::SignedDuration::from_mins(5));
+    let start = end.checked_sub(lookback).unwrap_or(end);
+    let timeout = config.timeout;
+    let reads = sp.spec.metrics.iter().map(|m| async move {
+        let plan = match promql::plan(m, scope) {
+            Ok(plan) => plan,
+            Err(e) => return (m.name.clone(), Series::Failed(e.to_string())),
+        };
+        let read = reader.read(config, source, namespace, &plan, start, end, step, now);
+        // The source has its own timeout; this one only guards against a source that ignores it.
+        let series = match tokio::time::timeout(timeout + Duration::from_secs(1), read).await {
+            Ok(Ok(samples)) => Series::Samples(samples),
+            Ok(Err(e)) => Series::Failed(e.to_string()),
+            Err(_) => Series::Failed(format!("no answer within {}", humantime::format_duration(timeout))),
+        };
+        tracing::debug!(metric = %m.name, ok = matches!(series, Series::Samples(_)), "metric read (grouped)");
+        (m.name.clone(), series)
+    });
+    join_all(reads).await.into_iter().collect()
 }
 
 /// A policy's Prometheus config, and what the controller overrode in it.

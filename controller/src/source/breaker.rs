@@ -310,10 +310,7 @@ impl BreakerSource {
         self.tenant.as_ref()
     }
 
-    async fn guarded(
-        &self,
-        query: BoxFuture<'_, Result<Vec<Sample>, SourceError>>,
-    ) -> Result<Vec<Sample>, SourceError> {
+    async fn guarded<T>(&self, query: BoxFuture<'_, Result<T, SourceError>>) -> Result<T, SourceError> {
         let admission = self.circuit.admit();
         if let Admission::Rejected { until } = admission {
             let error = SourceError::CircuitOpen { until, shared: true };
@@ -382,6 +379,17 @@ impl MetricsSource for BreakerSource {
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(self.guarded(self.inner.range(query, start, end, step)))
+    }
+
+    fn range_labeled<'a>(
+        &'a self,
+        query: &'a str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<super::LabeledSeries>, SourceError>>> {
+        let inner = self.inner.range_labeled(query, start, end, step)?;
+        Some(Box::pin(self.guarded(inner)))
     }
 }
 

@@ -20,7 +20,10 @@
 //! deciding what a NaN means is the engine's job, and turning it into 0 here would hide an outage.
 
 mod access;
+pub mod aggregate;
 mod breaker;
+pub mod budget;
+pub mod grouped;
 mod memory;
 mod pool;
 mod prometheus;
@@ -32,6 +35,7 @@ pub use access::{
 pub use breaker::{
     Admission, Breaker, BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, Outcome, system_clock,
 };
+pub use grouped::{GroupedConfig, GroupedReader, QueryCounter, ReadError};
 pub use memory::{InMemorySource, RecordedQuery};
 pub use pool::SourcePool;
 pub(crate) use prometheus::sanitise;
@@ -39,6 +43,7 @@ pub use prometheus::{Auth, ConfigError, Limits, PrometheusConfig, PrometheusSour
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One point of a series: the engine's own sample type, so what a source answers goes to the engine as it is.
@@ -60,6 +65,26 @@ pub trait MetricsSource: Send + Sync {
         end: Timestamp,
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>>;
+
+    /// Like [`MetricsSource::range`], but keeps every series the query returns, with its labels: what a grouped
+    /// query (`sum by (pod) (...)`) answers. `None` when this source cannot (the in-memory source does not parse
+    /// PromQL), and callers fall back to one query per policy.
+    fn range_labeled<'a>(
+        &'a self,
+        _query: &'a str,
+        _start: Timestamp,
+        _end: Timestamp,
+        _step: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<LabeledSeries>, SourceError>>> {
+        None
+    }
+}
+
+/// One series of a query's answer with its labels (the metric name, if any, under `__name__`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabeledSeries {
+    pub labels: BTreeMap<String, String>,
+    pub samples: Vec<Sample>,
 }
 
 /// Why a query gave no answer. Cheap to clone so that one failure can be reported to status, events and logs.

@@ -26,7 +26,8 @@ pub const MAX_ERROR_MESSAGE: usize = 256;
 pub struct Limits {
     /// The largest response body read, after decompression. Reading stops at this many bytes.
     pub max_response_bytes: usize,
-    /// The most series one answer may hold (Foresight uses one; more is reported as an error either way).
+    /// The most series one answer may hold. A per-policy query uses one; a grouped query holds a series per pod
+    /// of the namespace (per pod and bucket for a histogram).
     pub max_series: usize,
 }
 
@@ -34,7 +35,9 @@ impl Limits {
     /// 4 MiB: a week of 5-minute points is about 60 KiB, and 16 answers decoded at once stay far below the
     /// chart's 256Mi memory limit (a decoded answer takes about three times its size).
     pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-    pub const DEFAULT_MAX_SERIES: usize = 100;
+    /// 10,000: a grouped histogram query of a namespace with 500 pods and 20 buckets; the byte limit still bounds
+    /// the memory an answer can take.
+    pub const DEFAULT_MAX_SERIES: usize = 10_000;
 }
 
 impl Default for Limits {
@@ -419,6 +422,45 @@ impl MetricsSource for PrometheusSource {
                 Data::Scalar(_) => Err(SourceError::UnexpectedResult { result_type: "scalar" }),
             }
         })
+    }
+
+    /// The same request as [`MetricsSource::range`], every series kept with its labels.
+    fn range_labeled<'a>(
+        &'a self,
+        query: &'a str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Option<BoxFuture<'a, Result<Vec<super::LabeledSeries>, SourceError>>> {
+        Some(Box::pin(async move {
+            range_points(start, end, step)?;
+            let start_s =
+                start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
+            let end_s = end.as_millisecond().div_euclid(1000);
+            if start_s > end_s {
+                return Ok(vec![]);
+            }
+            let form = [
+                ("query", query.to_owned()),
+                ("start", start_s.to_string()),
+                ("end", end_s.to_string()),
+                ("step", step.as_secs_f64().to_string()),
+                ("timeout", format!("{}ms", self.server_timeout_ms())),
+            ];
+            let answer = self.post("api/v1/query_range", &form).await?;
+            match answer {
+                Data::Matrix(matrix) => matrix
+                    .iter()
+                    .map(|series| {
+                        let labels = series.metric().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        let samples = series.samples().iter().map(to_sample).collect::<Result<_, _>>()?;
+                        Ok(super::LabeledSeries { labels, samples })
+                    })
+                    .collect(),
+                Data::Vector(_) => Err(SourceError::UnexpectedResult { result_type: "instant vector" }),
+                Data::Scalar(_) => Err(SourceError::UnexpectedResult { result_type: "scalar" }),
+            }
+        }))
     }
 }
 

@@ -18,6 +18,8 @@ mod fakeapi_crud;
 mod fakeapi_kubectl;
 mod fakeapi_scale;
 mod fakeapi_watch;
+mod grouped_controller;
+mod grouped_queries;
 mod leader_election;
 mod predictive_controller;
 mod prometheus_source;
