@@ -327,7 +327,8 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// What the run loop reconciles: a policy as the watch read it. One whose spec does not fit the Rust types is
 /// reported on its own status; the others wait for an evaluation slot of their namespace, are evaluated within
-/// their deadline (else abandoned and reported), and are cancelled if the policy is deleted meanwhile.
+/// their deadline (else abandoned and reported, see [`reconcile`]), and are cancelled if the policy is deleted
+/// meanwhile.
 pub async fn evaluate(
     raw: Arc<RawScalingPolicy>,
     ctx: Arc<Context>,
@@ -355,19 +356,7 @@ pub async fn evaluate(
         let ctx = ctx.clone();
         async move {
             let _slot = slots.acquire(&key.0).await;
-            let interval = sp.spec.interval.map(|d| d.std()).unwrap_or(DEFAULT_INTERVAL).max(Duration::from_secs(1));
-            let deadline = slots::deadline(interval);
-            match tokio::time::timeout(deadline, reconcile(sp.clone(), ctx.clone())).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let error = Error::EvaluationTimedOut { deadline };
-                    tracing::warn!(namespace = %key.0, name = %key.1, seconds = deadline.as_secs_f64(), %error, category = error.category(), "reconcile failed");
-                    ctx.telemetry.reconciled(error.category(), deadline.as_secs_f64());
-                    let old = sp.status.clone().unwrap_or_default();
-                    act::report_failure(&sp, &ctx, &old, ctx.now(), error.reason(), &error.to_string()).await;
-                    Err(error)
-                }
-            }
+            reconcile(sp, ctx).await
         }
     };
     let result = Abortable::new(work, registration).await;
@@ -426,7 +415,13 @@ async fn reconcile_inner(sp: &ScalingPolicy, ctx: &Context, namespace: &str) -> 
         }
     };
 
-    let obs = match observe::observe(sp, &policy, &mut old, ctx, namespace, now).await {
+    // Only gathering is bounded by the deadline (it is where a slow or hostile Prometheus waits): acting is
+    // never abandoned between the /scale patch and the status write that records it.
+    let deadline = slots::deadline(interval);
+    let observed = tokio::time::timeout(deadline, observe::observe(sp, &policy, &mut old, ctx, namespace, now))
+        .await
+        .unwrap_or(Err(Error::EvaluationTimedOut { deadline }));
+    let obs = match observed {
         Ok(obs) => obs,
         Err(error) => {
             act::report_failure(sp, ctx, &old, now, error.reason(), &error.to_string()).await;
