@@ -302,13 +302,19 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
 
     // Why each metric is missing, in words (the age of a stale sample is left out: it changes every evaluation
     // and would rewrite the condition each time).
-    let missing: Vec<String> = rec
-        .missing_metrics()
-        .map(|(m, why)| match why {
-            engine::Missing::Stale { .. } => format!("{m}: latest sample is stale"),
-            other => format!("{m}: {other}"),
-        })
-        .collect();
+    // Metrics that fail for the same reason (one Prometheus down, a breaker open) share one mention of it.
+    let mut grouped: Vec<(Vec<&str>, String)> = Vec::new();
+    for (m, why) in rec.missing_metrics() {
+        let why = match why {
+            engine::Missing::Stale { .. } => "latest sample is stale".to_string(),
+            other => other.to_string(),
+        };
+        match grouped.iter_mut().find(|(_, w)| *w == why) {
+            Some((names, _)) => names.push(m),
+            None => grouped.push((vec![m], why)),
+        }
+    }
+    let missing: Vec<String> = grouped.iter().map(|(names, why)| format!("{}: {why}", names.join(", "))).collect();
     // No requests is information, not an outage: said in words, never a warning.
     let idle: Vec<&str> = rec.idle_metrics().collect();
     let idle = if idle.is_empty() { String::new() } else { format!(" (no requests: {})", idle.join(", ")) };
@@ -321,19 +327,19 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         )
     } else if rec.fallback_active {
         Observed::new(conditions::METRICS_AVAILABLE, false, "FallbackActive", rec.reason.clone())
-    } else if missing.len() == rec.readings.len() {
+    } else if rec.missing_metrics().count() == rec.readings.len() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             false,
             "FailedGetMetric",
-            format!("no metric could be read ({})", missing.join(", ")),
+            format!("no metric could be read ({})", missing.join("; ")),
         )
     } else {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             false,
             "FailedGetMetric",
-            format!("missing: {}", missing.join(", ")),
+            format!("missing: {}", missing.join("; ")),
         )
     });
 
@@ -652,6 +658,26 @@ mod tests {
                 ("errors", "5.3% > 1% (scale-down veto)"),
                 ("queue", "missing: query failed: connection refused"),
             ]
+        );
+    }
+
+    #[test]
+    fn one_cause_of_several_missing_metrics_is_said_once() {
+        let mut p = policy();
+        p.metrics.push(engine::policy::MetricSpec {
+            name: "p99".into(),
+            kind: engine::policy::MetricKind::Latency,
+            veto_above: None,
+            allow_negative: false,
+        });
+        let down = || Err(Missing::QueryFailed("cannot reach Prometheus: connection refused".into()));
+        let mut r = rec(3, 3, down());
+        r.readings.push(Reading { metric: "p99".into(), value: down() });
+        let status = next_status(&ScalingPolicyStatus::default(), &outcome(&p, &r, at(100), false));
+        let c = conditions::find(&status.conditions, conditions::METRICS_AVAILABLE).expect("condition");
+        assert_eq!(
+            c.message,
+            "no metric could be read (cpu, p99: query failed: cannot reach Prometheus: connection refused)"
         );
     }
 

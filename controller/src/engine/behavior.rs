@@ -60,6 +60,22 @@ fn in_window(records: &[RecommendationRecord], now: Timestamp, window: Duration)
     })
 }
 
+/// When a stabilization window stops holding `held`: the end of the newest record of that value within the
+/// window, plus the window. `None` when that record is still the latest (it holds for as long as it lasts).
+pub fn stabilized_until(
+    records: &[RecommendationRecord],
+    now: Timestamp,
+    window: Duration,
+    held: u32,
+) -> Option<Timestamp> {
+    let start = before(now, window);
+    let i = records.iter().enumerate().rev().find_map(|(i, r)| {
+        let ends = records.get(i + 1).map(|n| n.time).unwrap_or(Timestamp::MAX);
+        (r.replicas == held && ends > start && r.time <= now).then_some(i)
+    })?;
+    records.get(i + 1).map(|next| after(next.time, window))
+}
+
 /// The HPA's stabilization: scale up only to the lowest recommendation of the up window, down only to the
 /// highest of the down window. `records` must already include this evaluation's recommendation.
 pub fn stabilize(

@@ -172,7 +172,8 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         } else {
             (Direction::Down, policy.down.stabilization)
         };
-        out.limited_by.push(LimitedBy::Stabilized { direction, window });
+        let until = behavior::stabilized_until(&out.recommendations, now, window, desired);
+        out.limited_by.push(LimitedBy::Stabilized { direction, window, held: desired, until });
     }
 
     // Cooldowns after the last change of replicas.
@@ -284,7 +285,10 @@ fn decision(current: u32, desired: u32) -> Decision {
 
 /// The decision in one sentence: what was asked, and what limited it.
 fn explain(out: &Recommendation, asked: Decision, asked_reason: &str) -> String {
-    let limits = out.limited_by.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let mut limits = out.limited_by.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    if let Some(t) = out.earliest_change() {
+        limits.push_str(&format!("; next change at {t} at the earliest"));
+    }
     let base = match asked {
         Decision::ScaleUp | Decision::ScaleDown => asked_reason.to_string(),
         Decision::Hold if asked_reason.is_empty() => {

@@ -154,8 +154,8 @@ pub enum LimitedBy {
     RateLimit { direction: Direction, limit: u32 },
     /// A cooldown after the last change is still running.
     Cooldown { direction: Direction, until: Timestamp },
-    /// The stabilization window holds an earlier recommendation.
-    Stabilized { direction: Direction, window: Duration },
+    /// The stabilization window holds an earlier recommendation (`held`), until `until` at the earliest.
+    Stabilized { direction: Direction, window: Duration, held: u32, until: Option<Timestamp> },
     /// Scale-down blocked because these metrics are missing.
     MissingMetrics { metrics: Vec<String> },
     /// Scale-down blocked by a metric's vetoScaleDown bound (value and bound in the metric's unit).
@@ -209,8 +209,17 @@ impl fmt::Display for LimitedBy {
             LimitedBy::MinReplicas => f.write_str("raised to minReplicas"),
             LimitedBy::RateLimit { direction, limit } => write!(f, "scale-{direction} rate limit allows {limit}"),
             LimitedBy::Cooldown { direction, until } => write!(f, "scale-{direction} cooldown until {until}"),
-            LimitedBy::Stabilized { direction, window } => {
-                write!(f, "scale-{direction} stabilization window of {}s", window.as_secs())
+            LimitedBy::Stabilized { direction, window, held, until } => {
+                let which = if *direction == Direction::Up { "lowest" } else { "highest" };
+                write!(
+                    f,
+                    "scale-{direction} stabilization holds {held} ({which} recommendation of the last {})",
+                    super::format::duration(*window)
+                )?;
+                match until {
+                    Some(t) => write!(f, " until {t}"),
+                    None => Ok(()),
+                }
             }
             LimitedBy::MissingMetrics { metrics } => {
                 write!(f, "no scale-down while metrics are missing: {}", metrics.join(", "))
@@ -246,6 +255,21 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
+    /// When the timed waits (cooldowns, stabilization) that limited this decision have all passed: the earliest
+    /// time the next change can happen, when more than one of them stacks.
+    pub fn earliest_change(&self) -> Option<Timestamp> {
+        let untils: Vec<Timestamp> = self
+            .limited_by
+            .iter()
+            .filter_map(|l| match l {
+                LimitedBy::Cooldown { until, .. } => Some(*until),
+                LimitedBy::Stabilized { until, .. } => *until,
+                _ => None,
+            })
+            .collect();
+        (untils.len() > 1).then(|| untils.into_iter().max()).flatten()
+    }
+
     /// The metrics that had no usable value (not counting those that saw no requests).
     pub fn missing_metrics(&self) -> impl Iterator<Item = (&str, &Missing)> {
         self.readings

@@ -369,11 +369,44 @@ fn hpa_scale_down_stabilization_uses_the_highest_recent_recommendation() {
     let r = recommend(&policy, &snap);
     assert_eq!(r.desired, 10);
     assert!(matches!(r.limited_by[..], [LimitedBy::Stabilized { .. }]), "{:?}", r.limited_by);
+    // The 10 was superseded at 200 s: it holds until 200 s + 300 s.
+    assert!(
+        r.reason.ends_with(&format!(
+            "(scale-down stabilization holds 10 (highest recommendation of the last 5m) until {})",
+            at(500)
+        )),
+        "{}",
+        r.reason
+    );
     assert_eq!(r.recommendations.last(), Some(&RecommendationRecord { time: at(200), replicas: 5 }));
     // Five minutes after the 10 was superseded, the 5 goes through.
-    let snap = Snapshot { now: at(501), recommendations: &r.recommendations, ..snap };
+    let snap = Snapshot { now: at(500), recommendations: &r.recommendations, ..snap };
     let r = recommend(&policy, &snap);
     assert_eq!(r.desired, 5);
+}
+
+#[test]
+fn stacked_waits_say_when_the_next_change_can_happen_at_the_earliest() {
+    let policy = PolicyBuilder::new(1, 20).target("cpu", MetricKind::Cpu, 50.0).build();
+    let metrics = super::testing::metrics([("cpu", steady(at(0), at(600), 15, 25.0))]);
+    // The window holds 8 until 200 s + 300 s; the scale at 150 s cools down until 150 s + 300 s.
+    let records = [RecommendationRecord { time: at(80), replicas: 8 }];
+    let history = [ScaleEvent { time: at(150), from: 8, to: 10, external: false }];
+    let snap = Snapshot {
+        now: at(200),
+        current_replicas: 10,
+        ready_replicas: None,
+        metrics: &metrics,
+        history: &history,
+        recommendations: &records,
+        consecutive_failures: 0,
+        forecast: None,
+    };
+    let r = recommend(&policy, &snap);
+    assert_eq!(r.desired, 10);
+    assert_eq!(r.earliest_change(), Some(at(500)));
+    assert!(r.reason.contains(&format!("scale-down cooldown until {}", at(450))), "{}", r.reason);
+    assert!(r.reason.ends_with(&format!("; next change at {} at the earliest)", at(500))), "{}", r.reason);
 }
 
 #[test]
