@@ -51,7 +51,9 @@ use crate::{
     api::{PAUSED_ANNOTATION, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     predict::Predictor,
-    source::{ConfigError, GroupedReader, MetricsSource, PrometheusConfig, SourcePool},
+    source::{
+        ConfigError, GroupedConfig, GroupedReader, MetricsSource, PrometheusConfig, SourcePool, grouped::NoopCounter,
+    },
 };
 
 /// How often the reconcile loop checks whether this replica has just become the leader.
@@ -125,7 +127,7 @@ pub struct Context {
     pub default_prometheus: Option<String>,
     pub query_timeout: Duration,
     /// Grouped, coalesced metric reads shared by every reconcile (`--grouped-queries`); `None` sends one query
-    /// per metric per policy.
+    /// per metric per policy. On by default.
     pub grouped: Option<Arc<GroupedReader>>,
     pub recorder: Recorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
@@ -142,7 +144,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `client`, leading by default (no leader election), with the system clock.
+    /// A context for `client`, leading by default (no leader election), with the system clock and grouped queries
+    /// (as `--grouped-queries` defaults to).
     pub fn new(client: Client, sources: Sources, default_prometheus: Option<String>, instance: &str) -> Self {
         let reporter = Reporter { controller: "foresight".into(), instance: Some(instance.into()) };
         Context {
@@ -151,7 +154,7 @@ impl Context {
             sources,
             default_prometheus,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
-            grouped: None,
+            grouped: Some(Arc::new(GroupedReader::new(GroupedConfig::default(), Arc::new(NoopCounter)))),
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
