@@ -64,7 +64,10 @@ use crate::{
     api::{PAUSED_ANNOTATION, RawScalingPolicy, ScalingPolicy, convert::DEFAULT_INTERVAL},
     engine::{self, Forecast, Policy, Recommendation, Sample, policy::PredictiveRule},
     forecast::Predictor,
-    source::{AccessPolicy, ConfigError, GroupedReader, MetricsSource, PrometheusConfig, SourcePool},
+    source::{
+        AccessPolicy, ConfigError, GroupedConfig, GroupedReader, MetricsSource, PrometheusConfig, SourcePool,
+        grouped::NoopCounter,
+    },
 };
 
 /// How often the reconcile loop checks whether this replica has just become the leader.
@@ -141,7 +144,7 @@ pub struct Context {
     /// What policies may do with Prometheus (allowed addresses, credentials, limits).
     pub access: AccessPolicy,
     /// Grouped, coalesced metric reads shared by every reconcile (`--grouped-queries`); `None` sends one query
-    /// per metric per policy.
+    /// per metric per policy. On by default.
     pub grouped: Option<Arc<GroupedReader>>,
     pub recorder: events::EventRecorder,
     pub telemetry: Arc<dyn ReconcileObserver>,
@@ -165,7 +168,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `client`, leading by default (no leader election), with the system clock.
+    /// A context for `client`, leading by default (no leader election), with the system clock and grouped queries
+    /// (as `--grouped-queries` defaults to).
     pub fn new(client: Client, sources: Sources, default_prometheus: Option<String>, instance: &str) -> Self {
         Context {
             recorder: events::EventRecorder::new(client.clone(), "foresight", instance),
@@ -174,7 +178,7 @@ impl Context {
             default_prometheus,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             access: AccessPolicy::default(),
-            grouped: None,
+            grouped: Some(Arc::new(GroupedReader::new(GroupedConfig::default(), Arc::new(NoopCounter)))),
             telemetry: Arc::new(NoopReconcileObserver),
             clock: Arc::new(Timestamp::now),
             leader: Arc::new(AtomicBool::new(true)),
