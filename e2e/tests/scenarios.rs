@@ -333,7 +333,13 @@ async fn leader_failover_exactly_one_patches_and_the_standby_takes_over() {
             .sum()
     };
     assert_eq!((actions(&h, leader), actions(&h, standby)), (1.0, 0.0), "exactly the leader patches");
-    let events = h.events_with_reason("ScaledUp").await;
+    // The Event follows the status write, which follows the /scale patch the replicas show: wait for it.
+    let events = h
+        .wait_for("the ScaledUp event", MINUTE, || async {
+            let events = h.events_with_reason("ScaledUp").await;
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
     let instances: Vec<_> = events.iter().filter_map(|e| e.reporting_instance.clone()).collect();
     assert_eq!(instances, [h.controllers[leader].identity.clone()], "events come from the leader only");
 
