@@ -165,6 +165,9 @@ pub enum Combine {
     Ratio { scale: f64 },
     /// `histogram_quantile(q, sum by (le) (parts[0]))`.
     Quantile { q: f64 },
+    /// The errorRate template: `sum(parts[0]) / sum(parts[1])` where both exist, 0 where requests exist but no
+    /// failures (or the request rate is 0), and no value only where there are no requests at all.
+    FailedFraction,
 }
 
 /// How `metric` is read: grouped for a built-in template without an override, its own query otherwise.
@@ -204,7 +207,7 @@ pub fn plan(metric: &Metric, scope: Scope<'_>) -> Result<Plan, PromqlError> {
         }
         let code = c.code_label.as_deref().unwrap_or(DEFAULT_CODE_LABEL);
         let failed = format!(r#"sum by (pod) (rate({name}{{namespace="{ns}",{code}=~"5.."}}[{w}]))"#);
-        return Ok(grouped(vec![failed, all], Combine::Ratio { scale: 1.0 }));
+        return Ok(grouped(vec![failed, all], Combine::FailedFraction));
     }
     Ok(Plan::Single(per_policy))
 }

@@ -52,6 +52,20 @@ pub fn combine(combine: Combine, parts: &[&[LabeledSeries]], pods: &Regex) -> Ve
                 .collect::<BTreeMap<_, _>>();
             to_samples(ratio)
         }
+        Combine::FailedFraction => {
+            let (Some(num), Some(den)) = (parts.first(), parts.get(1)) else { return vec![] };
+            let failed = sum(num, &matching(num));
+            let all = sum(den, &matching(den));
+            // As the per-policy template: `(failed or all * 0) / (all > 0) or all * 0`.
+            let fraction = all
+                .into_iter()
+                .map(|(t, total)| {
+                    let failed = failed.get(&t).copied().unwrap_or(0.0);
+                    (t, if total > 0.0 { failed / total } else { 0.0 })
+                })
+                .collect::<BTreeMap<_, _>>();
+            to_samples(fraction)
+        }
         Combine::Quantile { q } => {
             let Some(part) = parts.first() else { return vec![] };
             // Per timestamp, per `le` string (as `sum by (le)` groups them): the summed bucket counts.
@@ -281,6 +295,18 @@ mod tests {
         let got = combine(Combine::Ratio { scale: 100.0 }, &[&usage, &requests], &pods);
         // 30 s has usage but no requests: absent, as `a / b` needs both sides.
         assert_eq!(values(&got), [(0, 50.0), (15, 75.0)]);
+    }
+
+    #[test]
+    fn a_failed_fraction_is_zero_without_failures_or_requests_and_absent_without_a_counter() {
+        let pods = anchored("web-[0-9]+").expect("valid");
+        let failed = [series(Some("web-1"), &[], &[(15, 1.0)])];
+        let all =
+            [series(Some("web-1"), &[], &[(0, 4.0), (15, 4.0), (30, 0.0)]), series(Some("web-2"), &[], &[(45, 0.0)])];
+        let got = combine(Combine::FailedFraction, &[&failed, &all], &pods);
+        assert_eq!(values(&got), [(0, 0.0), (15, 0.25), (30, 0.0), (45, 0.0)]);
+        let none: [LabeledSeries; 0] = [];
+        assert!(combine(Combine::FailedFraction, &[&failed, &none], &pods).is_empty(), "no counter: missing");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use foresight::{
     api::{RawScalingPolicy, ScalingPolicy},
     controller::{Context, ReconcileObserver, Sources},
     engine::{Forecast, Policy, Recommendation},
-    source::{BreakerConfig, InMemorySource, NoopObserver, SourcePool},
+    source::{AccessPolicy, BreakerConfig, InMemorySource, NoopObserver, SourcePool},
 };
 use foresight_e2e::{
     fakeapi::{ApiResourceSpec, FakeApiServer, fixtures::deployment},
@@ -103,7 +103,9 @@ async fn an_out_of_range_policy_in_the_list_is_reported_on_its_status_and_blocks
     let evaluations = Arc::new(Evaluations::default());
     let source = Arc::new(InMemorySource::new());
     let ctx = Arc::new(
-        Context::new(client.clone(), Sources::Fixed(source), None, "tolerant-test").with_telemetry(evaluations.clone()),
+        // The fixed source answers every query; the default address only has to exist.
+        Context::new(client.clone(), Sources::Fixed(source), Some("http://127.0.0.1:9".into()), "tolerant-test")
+            .with_telemetry(evaluations.clone()),
     );
     let running = testkit::spawn_controller(ctx, &[], 2);
     running.synced(WAIT).await;
@@ -197,7 +199,14 @@ async fn a_namespace_with_an_unresponsive_prometheus_does_not_delay_another_name
     let ctx = Arc::new(
         Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "hog-test")
             .with_clock(testkit::clock_from(t(30 * 60)))
-            .with_telemetry(evaluations.clone()),
+            .with_telemetry(evaluations.clone())
+            // The admin allowed the hogs' Prometheus and long timeouts: the evaluation deadline alone must keep
+            // them from delaying the other namespace.
+            .with_access(AccessPolicy {
+                allowed_addresses: vec![hostile.clone()],
+                max_query_timeout: Duration::from_secs(600),
+                ..AccessPolicy::default()
+            }),
     );
     // Four slots in all, as many hogs as would take every one of them.
     let running = testkit::spawn_controller(ctx, &[], 4);
