@@ -99,7 +99,8 @@ pub async fn observe(
             let tenancy = ctx.promql_tenancy;
             let metrics = match &ctx.grouped {
                 Some(reader) => {
-                    read_metrics_grouped(reader, &config, source, sp, policy, namespace, now, tenancy).await
+                    let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(tenancy);
+                    read_metrics_grouped(reader, &config, source, sp, policy, scope, now).await
                 }
                 None => read_metrics(source.clone(), sp, policy, namespace, now, *timeout, tenancy).await,
             };
@@ -239,11 +240,10 @@ async fn read_metrics_grouped(
     source: &Arc<dyn MetricsSource>,
     sp: &ScalingPolicy,
     policy: &Policy,
-    namespace: &str,
+    scope: Scope<'_>,
     now: Timestamp,
-    tenancy: crate::promql::tenancy::Tenancy,
 ) -> BTreeMap<String, Series> {
-    let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(tenancy);
+    let namespace = scope.namespace;
     let step = policy.interval;
     let end = grouped::aligned(now, step);
     let lookback = jiff::SignedDuration::try_from(policy.lookback()).unwrap_or(jiff::SignedDuration::from_mins(5));
