@@ -56,10 +56,17 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
     h.apply_policy(CPU_THRESHOLD).await.expect("apply policy");
 
     h.wait_for_replicas("scale-out to 3 replicas on CPU above 70 %", MINUTE, |r| r == 3).await;
-    let status = h.policy_status().await.expect("status");
-    let up = &status.history[0];
+    // The status write and the Event follow the /scale patch: wait for them instead of reading once.
+    let up = h
+        .wait_for("the scale-out in status.history", Duration::from_secs(20), || async {
+            h.policy_status().await.and_then(|s| s.history.first().cloned()).filter(|e| e.to == 3)
+        })
+        .await;
     assert_eq!((up.from, up.to, up.policy.as_str()), (2, 3, "threshold/cpu"), "{up:?}");
-    assert!(!h.events_with_reason("ScaledUp").await.is_empty(), "no ScaledUp event");
+    h.wait_for("the ScaledUp Event", Duration::from_secs(20), || async {
+        (!h.events_with_reason("ScaledUp").await.is_empty()).then_some(())
+    })
+    .await;
     // 80 req/s over 3 pods is 53 %: between the bounds, so it stays.
     h.wait_for("the third pod to become ready", Duration::from_secs(20), || async {
         (h.sim.ready() == 3).then_some(())
@@ -69,12 +76,19 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
     // 20 req/s over 3 pods is 13 %: below 30 %, so one pod goes, after the cooldown.
     h.sim.set_profile(LoadProfile::Constant(20.0));
     h.wait_for_replicas("scale-in to 2 replicas on CPU below 30 %", MINUTE, |r| r == 2).await;
-    let status = h.policy_status().await.expect("status");
+    let status = h
+        .wait_for("the scale-in in status.history", Duration::from_secs(20), || async {
+            h.policy_status().await.filter(|s| s.history.first().is_some_and(|e| e.to == 2))
+        })
+        .await;
     let (down, up) = (&status.history[0], &status.history[1]);
     assert_eq!((down.from, down.to), (3, 2), "{:?}", status.history);
     let gap = down.time.0.duration_since(up.time.0).as_secs_f64();
     assert!(gap >= 15.0, "scaled in {gap}s after scaling out, inside the 15 s cooldown: {:?}", status.history);
-    assert!(!h.events_with_reason("ScaledDown").await.is_empty(), "no ScaledDown event");
+    h.wait_for("the ScaledDown Event", Duration::from_secs(20), || async {
+        (!h.events_with_reason("ScaledDown").await.is_empty()).then_some(())
+    })
+    .await;
     done(&h, started);
 }
 
