@@ -202,6 +202,31 @@ impl PrometheusSource {
         decode(status, &body, self.limits.max_series)
     }
 
+    /// A range query. Prometheus' client library takes whole seconds for `start` and `end`: `start` is rounded
+    /// up and `end` down, so every returned sample lies within `[start, end]`; `None` when no whole second does.
+    async fn query_range(
+        &self,
+        query: &str,
+        start: Timestamp,
+        end: Timestamp,
+        step: Duration,
+    ) -> Result<Option<Data>, SourceError> {
+        range_points(start, end, step)?;
+        let start_s = start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
+        let end_s = end.as_millisecond().div_euclid(1000);
+        if start_s > end_s {
+            return Ok(None);
+        }
+        let form = [
+            ("query", query.to_owned()),
+            ("start", start_s.to_string()),
+            ("end", end_s.to_string()),
+            ("step", step.as_secs_f64().to_string()),
+            ("timeout", format!("{}ms", self.server_timeout_ms())),
+        ];
+        self.post("api/v1/query_range", &form).await.map(Some)
+    }
+
     /// The timeout sent to Prometheus, a little under ours so that Prometheus gives up (and says so) first.
     fn server_timeout_ms(&self) -> i64 {
         let ms = self.timeout.as_millis().min(i64::MAX as u128) as i64;
@@ -399,21 +424,8 @@ impl MetricsSource for PrometheusSource {
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
         Box::pin(async move {
-            range_points(start, end, step)?;
-            let start_s =
-                start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
-            let end_s = end.as_millisecond().div_euclid(1000);
-            if start_s > end_s {
-                return Ok(vec![]);
-            }
-            let form = [
-                ("query", query.to_owned()),
-                ("start", start_s.to_string()),
-                ("end", end_s.to_string()),
-                ("step", step.as_secs_f64().to_string()),
-                ("timeout", format!("{}ms", self.server_timeout_ms())),
-            ];
-            match self.post("api/v1/query_range", &form).await? {
+            let Some(answer) = self.query_range(query, start, end, step).await? else { return Ok(vec![]) };
+            match answer {
                 Data::Matrix(matrix) => match one_series(matrix)? {
                     Some(series) => series.samples().iter().map(to_sample).collect(),
                     None => Ok(vec![]),
@@ -433,21 +445,7 @@ impl MetricsSource for PrometheusSource {
         step: Duration,
     ) -> Option<BoxFuture<'a, Result<Vec<super::LabeledSeries>, SourceError>>> {
         Some(Box::pin(async move {
-            range_points(start, end, step)?;
-            let start_s =
-                start.as_millisecond().div_euclid(1000) + i64::from(start.as_millisecond().rem_euclid(1000) != 0);
-            let end_s = end.as_millisecond().div_euclid(1000);
-            if start_s > end_s {
-                return Ok(vec![]);
-            }
-            let form = [
-                ("query", query.to_owned()),
-                ("start", start_s.to_string()),
-                ("end", end_s.to_string()),
-                ("step", step.as_secs_f64().to_string()),
-                ("timeout", format!("{}ms", self.server_timeout_ms())),
-            ];
-            let answer = self.post("api/v1/query_range", &form).await?;
+            let Some(answer) = self.query_range(query, start, end, step).await? else { return Ok(vec![]) };
             match answer {
                 Data::Matrix(matrix) => matrix
                     .iter()
