@@ -498,6 +498,70 @@ async fn predictive_scales_up_ahead_of_the_daily_peak() {
     done(&h, started);
 }
 
+/// Predictive scaling ahead of an hourly spike that no fixed daily or weekly cycle describes: a job calls the
+/// service at the top of every hour for five minutes (10 -> 100 req/s). With `seasonality: Auto` the forecaster
+/// must find the one-hour period in a day of backfilled history and provision for the next spike before it
+/// arrives; the live simulator continues the history ten minutes before a spike.
+const HOURLY: &str = r#"
+apiVersion: autoscaling.foresight.dev/v1alpha1
+kind: ScalingPolicy
+metadata: { name: web-hourly }
+spec:
+  targetRef: { apiVersion: apps/v1, kind: Deployment, name: web }
+  minReplicas: 2
+  maxReplicas: 8
+  interval: 2s
+  metrics:
+    - name: rps
+      requestRate: { window: 2m }
+  policies:
+    predictive:
+      metric: rps
+      capacityPerReplica: 25
+      lookahead: 15m
+      history: 1d
+      step: 1m
+      seasonality: Auto
+      mode: Scale
+  behavior:
+    scaleUp: { stabilizationWindow: 0s }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn predictive_finds_an_hourly_spike_and_provisions_before_it() {
+    let started = Instant::now();
+    let hour = Duration::from_secs(3600);
+    let profile = LoadProfile::Pulses { base: 10.0, height: 90.0, period: hour, width: Duration::from_secs(300) };
+    // 24 spikes of history; now is 50 minutes into the hour, the next spike 10 minutes away.
+    let ago = 24 * hour + Duration::from_secs(50 * 60);
+    let sim_config = foresight_e2e::sim::SimConfig::new("hourly", "web", profile.clone()).started_ago(ago);
+    let epoch = sim_config.epoch();
+    let history = foresight_e2e::sim::history::openmetrics(
+        &sim_config,
+        2,
+        epoch,
+        ago,
+        jiff::Timestamp::now(),
+        Duration::from_secs(60),
+    )
+    .expect("history");
+    let h = start(Scenario::new("hourly").replicas(2).profile(profile).history(history, ago)).await;
+    h.apply_policy(HOURLY).await.expect("apply policy");
+
+    // The spike needs 100 / 25 = 4 replicas; the load now (10 req/s) needs the minimum.
+    let replicas = h.wait_for_replicas("scale-up ahead of the hourly spike", MINUTE, |r| r >= 4).await;
+    assert!(replicas <= 6, "the spike of 100 req/s at 25 per replica needs 4, got {replicas}");
+    let load = h.sim.load();
+    assert!(load < 25.0, "the load ({load} req/s) is already the spike's: not ahead of it");
+    let status = h.policy_status().await.expect("status");
+    assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
+    let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
+    assert!(prediction.periods.iter().any(|p| p == "1h"), "detected periods {:?}", prediction.periods);
+    let forecast = prediction.forecast.expect("forecast");
+    assert!((85.0..150.0).contains(&forecast), "forecast peak {forecast} (the spike is 100)");
+    done(&h, started);
+}
+
 /// An invalid policy never reaches the controller: the CRD's CEL rules refuse it at apply, with a message
 /// naming each broken rule. On kind the real API server enforces them; here the fake one does, with the same
 /// CEL implementation the CRD tests use (kube-cel), so this also checks the fake keeps that promise.

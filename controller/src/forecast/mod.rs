@@ -48,7 +48,7 @@ mod regression;
 mod tests;
 
 pub use error::{AbstainReason, ForecastError};
-pub use predictor::{MARGIN_SPREADS, Predictor};
+pub use predictor::{MARGIN_SPREADS, Predictor, REDETECT_AFTER_SECS};
 pub use regression::SolveError;
 
 use features::Terms;
@@ -233,6 +233,8 @@ pub struct Model {
     correction: Option<HorizonError>,
     /// Out-of-sample forecasts over the holdout from a rolling origin, for `margin`.
     calibration: Calibration,
+    /// The cycles and periods it was fitted with, for [`refit`].
+    structure: Structure,
 }
 
 /// The holdout as the model fitted without it saw it: for each held-out sample (and the last training sample),
@@ -390,6 +392,12 @@ impl Model {
         periods
     }
 
+    /// The cycles and short periods this model was fitted with (before dropping terms the history could not
+    /// identify): what [`refit`] reuses instead of detecting periods again.
+    pub fn structure(&self) -> &Structure {
+        &self.structure
+    }
+
     /// Number of usable (finite) samples the model was fitted on.
     pub fn samples(&self) -> usize {
         self.samples
@@ -448,6 +456,19 @@ impl Curve {
 /// `Abstain` with fewer than `cfg.min_samples` usable samples or a holdout error above `cfg.max_holdout_error`,
 /// `InvalidConfig` for an out-of-range configuration. A constant series yields exactly that constant.
 pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, ForecastError> {
+    fit_with(samples, cfg, None)
+}
+
+/// [`fit`] with the structure (the cycles and short periods to model) of an earlier model, typically
+/// [`Model::structure`] of the previous fit: the coefficients, the level correction and the calibration are
+/// fitted afresh on `samples`, but the periods are not detected again. Detection (a periodogram and its tests)
+/// costs far more than the regression, and the periods a workload repeats change over days, not between two
+/// refits minutes apart; the caller decides when to detect again (see `Predictor`).
+pub fn refit(samples: &[(f64, f64)], cfg: &ForecastConfig, structure: &Structure) -> Result<Model, ForecastError> {
+    fit_with(samples, cfg, Some(structure))
+}
+
+fn fit_with(samples: &[(f64, f64)], cfg: &ForecastConfig, known: Option<&Structure>) -> Result<Model, ForecastError> {
     cfg.validate()?;
     let mut clean: Vec<(f64, f64)> = samples.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite()).collect();
     if clean.len() < cfg.min_samples {
@@ -463,7 +484,10 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     let floor = if values.iter().all(|&v| v >= 0.0) { 0.0 } else { f64::NEG_INFINITY };
     let mean_abs = values.iter().map(|v| v.abs()).sum::<f64>() / n as f64;
 
-    let structure = Structure::resolve(&times, &values, cfg);
+    let structure = match known {
+        Some(known) => known.clone(),
+        None => Structure::resolve(&times, &values, cfg),
+    };
     let train = n - holdout_len(&times, &cfg.holdout);
     let (probe, _, probe_correction) = fit_curve(&times[..train], &values[..train], cfg, &structure, floor)?;
     let holdout_error = wape(&probe, &times[train..], &values[train..], mean_abs);
@@ -475,12 +499,13 @@ pub fn fit(samples: &[(f64, f64)], cfg: &ForecastConfig) -> Result<Model, Foreca
     }
     let calibration = calibrate(&probe, probe_correction, &times[train - 1..], &values[train - 1..]);
     let (curve, spread, correction) = fit_curve(&times, &values, cfg, &structure, floor)?;
-    Ok(Model { curve, holdout_error, spread, samples: n, correction, calibration })
+    Ok(Model { curve, holdout_error, spread, samples: n, correction, calibration, structure })
 }
 
-/// The model's structure, decided once per `fit` from the whole history, so the holdout fit and the full fit
-/// have the same shape.
-struct Structure {
+/// The model's structure: which cycles and short periods it models. Decided once per [`fit`] from the whole
+/// history, so the holdout fit and the full fit have the same shape; [`refit`] reuses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Structure {
     seasonality: Seasonality,
     /// Short periods (seconds) for phase-bin profiles.
     short: Vec<f64>,

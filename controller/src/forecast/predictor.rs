@@ -6,6 +6,10 @@
 //! `step` (the resolution of its history, so a refit more often could only see the same samples) and
 //! evaluated from the cache in between.
 //!
+//! With `seasonality: Auto` the periods the history repeats are detected at most once per
+//! [`REDETECT_AFTER_SECS`] (and whenever the history has grown by a tenth since, as it does while it fills up);
+//! the refits in between keep those periods and refit everything else (`forecast::refit`).
+//!
 //! The peak the engine provisions for is the model's highest forecast over `[now, now + lookahead]` (the rule's
 //! look-ahead covers its start-up delay plus one interval) plus a calibrated margin: the rule's `coverage`
 //! quantile of the forecast's own out-of-sample peak errors over that look-ahead (`Model::margin`). Only when
@@ -21,7 +25,7 @@ use crate::{
         Forecast, ForecastDetail, Sample,
         policy::{PredictiveRule, SeasonalitySpec},
     },
-    forecast::{self, ForecastConfig, ForecastError, Model, Seasonality},
+    forecast::{self, ForecastConfig, ForecastError, Model, Seasonality, Structure},
 };
 
 /// The fallback margin when no out-of-sample error could be measured, in residual spreads (a robust standard deviation). The forecast is a mean; provisioning
@@ -32,6 +36,16 @@ use crate::{
 /// forecast never lowers. (Not tuned on a trace.)
 pub const MARGIN_SPREADS: f64 = 2.0;
 
+/// How long the periods found by `seasonality: Auto` are kept before the history is searched again: a day.
+/// The rhythms of a workload (its daily peak, an hourly job) change over days with deploys and seasons, not
+/// between two refits minutes apart, while detection costs a periodogram and its tests, many times the
+/// regression; once a day finds a new rhythm within a day, at 1/288 of the cost at a 5-minute step.
+pub const REDETECT_AFTER_SECS: i64 = 86_400;
+
+/// While the history is still filling up, each longer span can make more periods testable (a period needs two
+/// cycles): detect again once the span has grown by this fraction since the last detection.
+const REDETECT_GROWTH: f64 = 0.1;
+
 /// Builds forecasts for one predictive rule, caching the fitted model between refits.
 #[derive(Clone, Debug)]
 pub struct Predictor {
@@ -39,6 +53,10 @@ pub struct Predictor {
     config: ForecastConfig,
     /// The last fit, and when it was made.
     fitted: Option<(Timestamp, Fit)>,
+    /// The last period detection: when, over how long a history (seconds), and what it found.
+    detected: Option<(Timestamp, f64, Structure)>,
+    /// How many period detections this predictor ran.
+    detections: u64,
     /// Reused buffer of (unix seconds, value) for the fit.
     buffer: Vec<(f64, f64)>,
 }
@@ -58,6 +76,8 @@ impl Predictor {
             rule: rule.clone(),
             config: ForecastConfig { min_samples, ..defaults },
             fitted: None,
+            detected: None,
+            detections: 0,
             buffer: Vec::new(),
         }
     }
@@ -65,6 +85,11 @@ impl Predictor {
     /// The rule this predictor forecasts for.
     pub fn rule(&self) -> &PredictiveRule {
         &self.rule
+    }
+
+    /// How many times this predictor searched its history for periods (`seasonality: Auto` only).
+    pub fn detections(&self) -> u64 {
+        self.detections
     }
 
     /// Whether the next `forecast` at `now` refits, i.e. needs the history. Between refits the cached model
@@ -118,7 +143,33 @@ impl Predictor {
             SeasonalitySpec::Weekly => Seasonality::Weekly,
             SeasonalitySpec::DailyWeekly => Seasonality::DailyWeekly,
         };
-        match forecast::fit(&self.buffer, &self.config) {
+        let span = match (self.buffer.first(), self.buffer.last()) {
+            (Some(first), Some(last)) => last.0 - first.0,
+            _ => 0.0,
+        };
+        let known = match &self.detected {
+            Some((at, detected_span, structure))
+                if self.config.seasonality == Seasonality::Auto
+                    && *at <= now
+                    && now.as_second() - at.as_second() < REDETECT_AFTER_SECS
+                    && span <= detected_span * (1.0 + REDETECT_GROWTH) =>
+            {
+                Some(structure)
+            }
+            _ => None,
+        };
+        let result = match known {
+            Some(structure) => forecast::refit(&self.buffer, &self.config, structure),
+            None => {
+                if self.config.seasonality == Seasonality::Auto {
+                    self.detections += 1;
+                }
+                forecast::fit(&self.buffer, &self.config).inspect(|model| {
+                    self.detected = Some((now, span, model.structure().clone()));
+                })
+            }
+        };
+        match result {
             Ok(model) => Fit::Model(Box::new(model)),
             Err(ForecastError::Abstain { reason }) => Fit::Abstain { reason: reason.to_string(), samples },
             Err(e) => Fit::Abstain { reason: e.to_string(), samples },
@@ -265,6 +316,127 @@ mod tests {
         let refitted = p.forecast(&shifted, t(now + STEP));
         let Forecast::Ready { samples: n, .. } = refitted else { panic!("expected a forecast") };
         assert_eq!(n, samples + 1, "the refit sees the new sample");
+    }
+}
+
+#[cfg(test)]
+mod redetection {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::policy::{PredictiveMode, PredictiveRule, SeasonalitySpec};
+
+    const DAY: i64 = 86_400;
+    const STEP: i64 = 900;
+    const JOB: f64 = 3.0 * 3600.0;
+
+    fn auto_rule(history_days: u64) -> PredictiveRule {
+        PredictiveRule {
+            metric: "rps".into(),
+            capacity_per_replica: 100.0,
+            lookahead: Duration::from_secs(900),
+            history: Duration::from_secs(history_days * DAY as u64),
+            step: Duration::from_secs(STEP as u64),
+            seasonality: SeasonalitySpec::Auto,
+            min_samples: 10,
+            max_error: 0.5,
+            mode: PredictiveMode::Scale,
+            coverage: 0.95,
+            startup_delay: None,
+        }
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_006_400 + secs).unwrap()
+    }
+
+    /// A daily cycle, small pseudo-random noise, and from `spikes_from` on a 30-minute spike of +120 at the top
+    /// of every 3 hours (a batch job).
+    fn load(s: i64, spikes_from: i64) -> f64 {
+        let phase = std::f64::consts::TAU * s as f64 / DAY as f64;
+        let mut x = (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        let noise = (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let spike = if s >= spikes_from && s.rem_euclid(3 * 3600) < 1800 { 120.0 } else { 0.0 };
+        200.0 + 80.0 * phase.sin() + 4.0 * noise + spike
+    }
+
+    /// Whether `periods` has one within 1 % of `period` (detected periods fall on the periodogram's frequencies).
+    fn has(periods: &[f64], period: f64) -> bool {
+        periods.iter().any(|p| (p / period - 1.0).abs() < 0.01)
+    }
+
+    fn history(to: i64, spikes_from: i64) -> Vec<Sample> {
+        (0..=to / STEP).map(|i| Sample::new(t(i * STEP), load(i * STEP, spikes_from))).collect()
+    }
+
+    fn periods(f: &Forecast) -> Vec<f64> {
+        match f {
+            Forecast::Ready { detail, .. } => detail.periods.clone(),
+            other => panic!("expected a forecast, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn periods_are_detected_once_a_day_and_kept_in_between() {
+        let spikes = 0;
+        let start = 7 * DAY;
+        let mut p = Predictor::new(&auto_rule(7));
+        let mut detected = Vec::new();
+        for k in 0..=(DAY + 2 * 3600) / STEP {
+            let now = start + k * STEP;
+            let f = p.forecast(&history(now, spikes), t(now));
+            detected.push(periods(&f));
+        }
+        // A full week of history: one detection at the start and one a day later, none in between.
+        assert_eq!(p.detections(), 2, "detections over a day and two hours of 5-minute refits");
+        assert!(detected.iter().all(|ps| has(ps, JOB)), "the 3-hour job kept: {:?}", detected[1]);
+        assert!(detected.iter().all(|ps| has(ps, DAY as f64)), "the daily cycle kept");
+    }
+
+    #[test]
+    fn a_cached_structure_refits_to_the_model_a_full_fit_makes() {
+        let now = 7 * DAY;
+        let samples: Vec<(f64, f64)> = history(now, 0).iter().map(|s| (s.time.as_second() as f64, s.value)).collect();
+        let config = ForecastConfig { seasonality: Seasonality::Auto, ..ForecastConfig::default() };
+        let full = forecast::fit(&samples, &config).expect("a model");
+        let refitted = forecast::refit(&samples, &config, full.structure()).expect("a model");
+        assert_eq!(refitted, full);
+        // The next step's refit keeps the periods and sees the new sample.
+        let mut later = samples.clone();
+        later.push(((now + STEP) as f64, load(now + STEP, 0)));
+        let next = forecast::refit(&later, &config, full.structure()).expect("a model");
+        assert_eq!(next.periods(), full.periods());
+        assert_eq!(next.samples(), full.samples() + 1);
+    }
+
+    #[test]
+    fn a_rhythm_that_starts_is_found_within_a_day_of_when_detection_can_see_it() {
+        // Two days of daily load; then a 3-hourly job starts. The detector needs the job in enough of the
+        // history to tell it from noise; the cached predictor must find it at most a day (and a step) after a
+        // fresh detection at every refit would.
+        let starts = 2 * DAY;
+        let rule = auto_rule(2);
+        let fresh_finds = |now: i64| has(&periods(&Predictor::new(&rule).forecast(&history(now, starts), t(now))), JOB);
+        assert!(!fresh_finds(starts), "no 3-hour period before the job starts");
+        let visible = (1..=4 * 24)
+            .map(|h| starts + h * 3600)
+            .find(|&now| fresh_finds(now))
+            .expect("a fresh detection finds the job within four days");
+        let mut p = Predictor::new(&rule);
+        let mut found = None;
+        for k in 0..=(visible - starts + DAY + 3600) / STEP {
+            let now = starts + k * STEP;
+            if has(&periods(&p.forecast(&history(now, starts), t(now))), JOB) {
+                found = Some(now);
+                break;
+            }
+        }
+        let found = found.expect("the cached predictor finds the job");
+        assert!(found >= visible - 3600, "found at {found} before detection could see it at {visible}");
+        assert!(found <= visible + DAY + STEP, "found {} s after detection could see it", found - visible);
     }
 }
 

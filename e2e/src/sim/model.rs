@@ -25,6 +25,9 @@ pub enum LoadProfile {
     /// A repeating cycle: `base + amplitude × (1 − cos(2π t / period)) / 2`, so it starts at its trough `base`
     /// and peaks at `base + amplitude` half a period later (a daily cycle compressed into `period`).
     Cycle { base: f64, amplitude: f64, period: Duration },
+    /// `base`, plus `height` for `width` at the start of every `period` (an hourly cron job, a bot that calls
+    /// at fixed minutes past the hour): pulse `k` covers `[k × period, k × period + width)`.
+    Pulses { base: f64, height: f64, period: Duration, width: Duration },
 }
 
 impl LoadProfile {
@@ -51,6 +54,14 @@ impl LoadProfile {
                 } else {
                     let phase = t.as_secs_f64() / period.as_secs_f64() * std::f64::consts::TAU;
                     base + amplitude * (1.0 - phase.cos()) / 2.0
+                }
+            }
+            Self::Pulses { base, height, period, width } => {
+                if period.is_zero() {
+                    *base
+                } else {
+                    let into = t.as_secs_f64() % period.as_secs_f64();
+                    if into < width.as_secs_f64() { base + height } else { *base }
                 }
             }
         };
@@ -207,6 +218,10 @@ mod tests {
         assert!((cycle.load_at(s(60)) - 100.0).abs() < 1e-9, "peak half a period in");
         assert!((cycle.load_at(s(30)) - 60.0).abs() < 1e-9);
         assert!((cycle.load_at(s(180)) - 100.0).abs() < 1e-9, "repeats");
+
+        let pulses = LoadProfile::Pulses { base: 10.0, height: 90.0, period: s(3600), width: s(300) };
+        let got: Vec<f64> = [0, 299, 300, 3599, 3600, 3899, 3900].map(|t| pulses.load_at(s(t))).to_vec();
+        assert_eq!(got, [100.0, 100.0, 10.0, 10.0, 100.0, 100.0, 10.0]);
 
         assert_eq!(LoadProfile::Constant(-3.0).load_at(s(1)), 0.0, "never negative");
         assert_eq!(LoadProfile::Constant(f64::NAN).load_at(s(1)), 0.0);
