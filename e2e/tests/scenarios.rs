@@ -489,12 +489,20 @@ async fn predictive_scales_up_ahead_of_the_daily_peak() {
     assert!(replicas <= 5, "forecast peak 100 req/s at 25 per replica needs 4, got {replicas}");
     let load = h.sim.load();
     assert!(load < 3.0 * 25.0, "the load ({load} req/s) already needed {replicas} replicas: not ahead of it");
-    let status = h.policy_status().await.expect("status");
+    // The status write and the Event follow the /scale patch: wait for them instead of reading once.
+    let status = h
+        .wait_for("the scale-up in status.history", Duration::from_secs(20), || async {
+            h.policy_status().await.filter(|s| !s.history.is_empty())
+        })
+        .await;
     assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
     let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
     let forecast = prediction.forecast.expect("forecast");
     assert!((85.0..120.0).contains(&forecast), "forecast peak {forecast} (true peak 100)");
-    assert!(!h.events_with_reason("PredictiveScaleUp").await.is_empty(), "no PredictiveScaleUp event");
+    h.wait_for("the PredictiveScaleUp Event", Duration::from_secs(20), || async {
+        (!h.events_with_reason("PredictiveScaleUp").await.is_empty()).then_some(())
+    })
+    .await;
     done(&h, started);
 }
 
@@ -553,7 +561,11 @@ async fn predictive_finds_an_hourly_spike_and_provisions_before_it() {
     assert!(replicas <= 6, "the spike of 100 req/s at 25 per replica needs 4, got {replicas}");
     let load = h.sim.load();
     assert!(load < 25.0, "the load ({load} req/s) is already the spike's: not ahead of it");
-    let status = h.policy_status().await.expect("status");
+    let status = h
+        .wait_for("the scale-up in status.history", Duration::from_secs(20), || async {
+            h.policy_status().await.filter(|s| !s.history.is_empty())
+        })
+        .await;
     assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
     let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
     assert!(prediction.periods.iter().any(|p| p == "1h"), "detected periods {:?}", prediction.periods);

@@ -451,7 +451,11 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
             required_replicas: Some(required_replicas(rule, *peak) as i32),
             samples: (*samples).min(i32::MAX as usize) as i32,
             error: Some(*error),
-            periods: detail.periods.iter().map(|&p| format::duration(Duration::from_secs_f64(p.round()))).collect(),
+            periods: detail
+                .periods
+                .iter()
+                .map(|&p| format::duration(Duration::from_secs_f64(display_period(p))))
+                .collect(),
             margin: Some(detail.margin),
             margin_basis: Some(detail.margin_basis.clone()),
             used,
@@ -528,6 +532,13 @@ fn metric_pairs(o: &Outcome<'_>) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// A detected period as status shows it: to the minute from ten minutes up. A period found in the history is
+/// only as precise as a fraction of the sample step (a minute or more), so "59m59s" would claim a precision
+/// the estimate does not have; "1h" says what was found.
+fn display_period(secs: f64) -> f64 {
+    if secs >= 600.0 { (secs / 60.0).round() * 60.0 } else { secs.round() }
 }
 
 #[cfg(test)]

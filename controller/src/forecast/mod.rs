@@ -361,6 +361,12 @@ impl Model {
     /// origin (see `Calibration`). With too few errors for that rank, the largest error. Never negative: the
     /// margin is headroom above the model's own forecast. `None` when the holdout is shorter than the look-ahead.
     pub fn margin(&self, horizon_secs: f64, coverage: f64) -> Option<f64> {
+        self.calibrated_margin(horizon_secs, coverage).map(|(margin, _)| margin)
+    }
+
+    /// [`Model::margin`] and the number of out-of-sample peak errors it is the quantile of, in one pass over the
+    /// holdout (which is the costly part: a caller that forecasts many times from one model computes it once).
+    pub fn calibrated_margin(&self, horizon_secs: f64, coverage: f64) -> Option<(f64, usize)> {
         let mut errors = self.calibration.peak_errors(horizon_secs.max(0.0));
         errors.retain(|e| e.is_finite());
         if errors.is_empty() || !(coverage > 0.0 && coverage < 1.0) {
@@ -369,7 +375,7 @@ impl Model {
         errors.sort_by(f64::total_cmp);
         let n = errors.len();
         let rank = ((n + 1) as f64 * coverage).ceil() as usize;
-        Some(errors[rank.clamp(1, n) - 1].max(0.0))
+        Some((errors[rank.clamp(1, n) - 1].max(0.0), n))
     }
 
     /// The number of out-of-sample peak errors behind `margin(horizon_secs, _)`.

@@ -63,8 +63,16 @@ pub struct Predictor {
 
 #[derive(Clone, Debug)]
 enum Fit {
-    Model(Box<Model>),
-    Abstain { reason: String, samples: usize },
+    /// A model, and its calibrated margin over the rule's look-ahead with the number of errors behind it (the
+    /// same for every forecast from this model, so computed once per fit).
+    Model {
+        model: Box<Model>,
+        calibrated: Option<(f64, usize)>,
+    },
+    Abstain {
+        reason: String,
+        samples: usize,
+    },
 }
 
 impl Predictor {
@@ -109,7 +117,7 @@ impl Predictor {
             self.fitted = Some((now, fit));
         }
         match &self.fitted {
-            Some((_, Fit::Model(model))) => self.peak(model, now),
+            Some((_, Fit::Model { model, calibrated })) => self.peak(model, *calibrated, now),
             Some((_, Fit::Abstain { reason, samples })) => {
                 Forecast::Abstain { reason: reason.clone(), samples: *samples }
             }
@@ -170,27 +178,24 @@ impl Predictor {
             }
         };
         match result {
-            Ok(model) => Fit::Model(Box::new(model)),
+            Ok(model) => {
+                let calibrated = model.calibrated_margin(self.rule.lookahead.as_secs_f64(), self.rule.coverage);
+                Fit::Model { model: Box::new(model), calibrated }
+            }
             Err(ForecastError::Abstain { reason }) => Fit::Abstain { reason: reason.to_string(), samples },
             Err(e) => Fit::Abstain { reason: e.to_string(), samples },
         }
     }
 
-    fn peak(&self, model: &Model, now: Timestamp) -> Forecast {
+    fn peak(&self, model: &Model, calibrated: Option<(f64, usize)>, now: Timestamp) -> Forecast {
         let from = seconds(now);
         let to = from + self.rule.lookahead.as_secs_f64();
         let step = self.rule.step.as_secs_f64().max(1.0);
-        let horizon = to - from;
         let coverage = self.rule.coverage;
-        let (margin, margin_basis) = match model.margin(horizon, coverage) {
-            Some(margin) => (
-                margin,
-                format!(
-                    "{:.1}% quantile of {} out-of-sample peak errors",
-                    coverage * 100.0,
-                    model.calibration_size(horizon)
-                ),
-            ),
+        let (margin, margin_basis) = match calibrated {
+            Some((margin, errors)) => {
+                (margin, format!("{:.1}% quantile of {errors} out-of-sample peak errors", coverage * 100.0))
+            }
             None => (
                 MARGIN_SPREADS * model.spread_at(to - model.fitted_at()),
                 format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
