@@ -255,3 +255,67 @@ async fn kubectl_explain_reads_the_installed_crd() {
     }
     assert!(cut.is_empty(), "descriptions cut mid-sentence: {cut:#?}");
 }
+
+/// `kubectl get`'s columns as (header, cell) pairs for the first row, cut at the header's column starts.
+fn row(table: &str) -> Vec<(String, String)> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let first = lines.next().unwrap_or_default();
+    let mut starts: Vec<usize> = vec![0];
+    let bytes = header.as_bytes();
+    for i in 2..bytes.len() {
+        if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).copied().unwrap_or(usize::MAX);
+            let cut = |l: &str| l.get(start..end.min(l.len())).unwrap_or_default().trim().to_string();
+            (cut(header), cut(first))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_sp_fills_ready_and_shows_the_reason_only_wide() {
+    let (server, dir, kubectl) = serve().await;
+    kubectl.run(&["create", "--validate=false", "-f", crd_file().to_str().expect("utf8")]).await;
+    let sp = json!({"apiVersion": "autoscaling.foresight.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": "web"}, "spec": {"targetRef": {"name": "web"}, "minReplicas": 2, "maxReplicas": 10,
+            "metrics": [{"name": "cpu", "cpu": {}}], "policies": {"target": [{"metric": "cpu", "value": 70}]}}});
+    let sp_file = dir.path().join("sp.json");
+    std::fs::write(&sp_file, sp.to_string()).expect("write sp");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", sp_file.to_str().expect("utf8")]).await;
+    let now = jiff::Timestamp::now();
+    let earlier = (now - jiff::SignedDuration::from_secs(300)).to_string();
+    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "reason": "Evaluated", "message": "", "lastTransitionTime": earlier});
+    // Ready is not the first condition: the column's filter must pick it by type.
+    let status = json!({"currentReplicas": 3, "desiredReplicas": 4, "lastScaleTime": earlier,
+        "lastEvaluation": {"time": now.to_string(), "decision": "ScaleUp", "reason": "cpu 86% > 70% for 2m"},
+        "conditions": [condition("MetricsAvailable", "False"), condition("Ready", "True")]});
+    let gvr = Gvr::new("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies");
+    server.set_status(&gvr, Some("default"), "web", status).expect("status");
+
+    let table = kubectl.run(&["get", "sp"]).await;
+    let cells = row(&table);
+    let headers: Vec<&str> = cells.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        headers,
+        ["NAME", "TARGET", "MIN", "MAX", "CURRENT", "DESIRED", "LAST SCALE", "READY", "AGE"],
+        "{table}"
+    );
+    let values: Vec<&str> = cells.iter().map(|(_, v)| v.as_str()).take(6).collect();
+    assert_eq!(values, ["web", "web", "2", "10", "3", "4"], "{table}");
+    assert!(cells[6].1.starts_with("5m"), "last scale 5 minutes ago: {table}");
+    assert_eq!(cells[7].1, "True", "Ready filled from the Ready condition: {table}");
+
+    let wide = kubectl.run(&["get", "sp", "-o", "wide"]).await;
+    let cells = row(&wide);
+    let headers: Vec<&str> = cells.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(headers.last(), Some(&"REASON"), "{wide}");
+    assert_eq!(headers.len(), 10, "{wide}");
+    assert_eq!(cells[9].1, "cpu 86% > 70% for 2m", "{wide}");
+}
