@@ -209,7 +209,7 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
 }
 
 /// `/openapi/v3/apis/<group>/<version>` as kube-openapi's handler serves it: JSON only, a stale `hash` redirected to
-/// the current one, a current one marked immutable.
+/// the current one, a current one marked immutable for a year (clients cache it until its hash changes).
 fn openapi_document(inner: &Arc<Inner>, ctx: &RequestCtx<'_>, key: &str, accept: &str) -> Result<Response, ApiError> {
     let (group, version) = match key.split('/').collect::<Vec<_>>().as_slice() {
         ["api", version] => (String::new(), version.to_string()),
@@ -238,6 +238,7 @@ fn openapi_document(inner: &Arc<Inner>, ctx: &RequestCtx<'_>, key: &str, accept:
                 (header::ETAG, etag.as_str()),
                 (header::VARY, "Accept"),
                 (header::CACHE_CONTROL, "public, immutable"),
+                (header::EXPIRES, &openapi::a_year_from_now()),
             ],
             doc.to_string(),
         )

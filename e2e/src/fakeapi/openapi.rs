@@ -71,6 +71,13 @@ pub fn hash(document: &Value) -> String {
     format!("{:016X}", hasher.finish())
 }
 
+/// The `Expires` of a document fetched by its current hash: a year from now, in HTTP-date form, as kube-openapi
+/// sets it.
+pub fn a_year_from_now() -> String {
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(365 * 24);
+    later.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
 /// The URL of a group version's document: `/openapi/v3/apis/<group>/<version>?hash=<hash>`.
 pub fn server_relative_url(key: &str, document: &Value) -> String {
     format!("/openapi/v3/{key}?hash={}", hash(document))

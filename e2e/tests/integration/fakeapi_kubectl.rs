@@ -319,3 +319,23 @@ async fn kubectl_get_sp_fills_ready_and_shows_the_reason_only_wide() {
     assert_eq!(headers.len(), 10, "{wide}");
     assert_eq!(cells[9].1, "cpu 86% > 70% for 2m", "{wide}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_follows_a_crd_update_despite_its_cache() {
+    let (_server, dir, kubectl) = serve().await;
+    let mut crd = scalable_crd("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", &["sp"]);
+    let crd_file = dir.path().join("crd.json");
+    let describe = |crd: &mut Value, text: &str| {
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["description"] = json!(text);
+        std::fs::write(&crd_file, crd.to_string()).expect("write crd");
+    };
+    describe(&mut crd, "What the first release says.");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", crd_file.to_str().expect("utf8")]).await;
+    let first = kubectl.run(&["explain", "scalingpolicies.spec"]).await;
+    assert_eq!(section(&first, "DESCRIPTION:"), "What the first release says.", "{first}");
+
+    describe(&mut crd, "What the upgrade says.");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", crd_file.to_str().expect("utf8")]).await;
+    let second = kubectl.run(&["explain", "scalingpolicies.spec"]).await;
+    assert_eq!(section(&second, "DESCRIPTION:"), "What the upgrade says.", "{second}");
+}
