@@ -13,6 +13,33 @@ use serde::{Deserialize, Serialize};
 
 use super::{duration::Duration, status::ScalingPolicyStatus};
 
+/// Joins the lines of each paragraph of every description below `schema`. Doc comments wrap at 120 columns, and
+/// schemars keeps those line breaks; `kubectl explain` wraps descriptions itself and would print them too,
+/// cutting sentences in the middle. Blank lines (paragraphs) and lines starting a list item are kept.
+pub(crate) fn unwrap_descriptions(schema: &mut schemars::Schema) {
+    use schemars::transform::{RecursiveTransform, Transform};
+    RecursiveTransform(|s: &mut schemars::Schema| {
+        if let Some(serde_json::Value::String(text)) = s.get_mut("description") {
+            *text = unwrap_lines(text);
+        }
+    })
+    .transform(schema);
+}
+
+fn unwrap_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        if let Some(next) = lines.peek() {
+            let starts_item = next.trim_start().starts_with("- ") || next.trim_start().starts_with("* ");
+            let joins = !line.trim().is_empty() && !next.trim().is_empty() && !starts_item;
+            out.push(if joins { ' ' } else { '\n' });
+        }
+    }
+    out
+}
+
 /// What to scale, on which signals, and how fast.
 // kube's printcolumn attributes repeat `type_ = ...`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -50,6 +77,7 @@ use super::{duration::Duration, status::ScalingPolicyStatus};
     validation = Rule::new("!has(self.interval) || self.interval.matches('(^|[a-z])[1-9][0-9]*([.][0-9]+)?(s|m|h|d|w)([0-9]|$)') || self.interval.matches('(^|[a-z])[1-9][0-9]{3,}ms')").message("interval must be at least 1s (e.g. 1s, 15s, 1m)").field_path(".interval")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = unwrap_descriptions)]
 pub struct ScalingPolicySpec {
     /// The workload to scale: anything with a /scale subresource (Deployment, StatefulSet, ReplicaSet, or a
     /// custom resource). It must live in the policy's namespace.
@@ -205,7 +233,7 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// One signal, read from Prometheus. Set `name` and exactly one source: cpu, memory, latency, errorRate,
+/// One signal, read from Prometheus. Set name and exactly one source: cpu, memory, latency, errorRate,
 /// requestRate or query.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -603,4 +631,42 @@ pub struct Fallback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483647))]
     pub replicas: Option<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn descriptions(schema: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+        if let Some(d) = schema.get("description").and_then(serde_json::Value::as_str) {
+            out.push((path.to_string(), d.to_string()));
+        }
+        if let Some(props) = schema.get("properties").and_then(serde_json::Value::as_object) {
+            for (k, v) in props {
+                descriptions(v, &format!("{path}.{k}"), out);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(child) = schema.get(key) {
+                descriptions(child, &format!("{path}[]"), out);
+            }
+        }
+    }
+
+    #[test]
+    fn crd_descriptions_have_no_line_breaks_inside_a_paragraph() {
+        let crd = serde_json::to_value(ScalingPolicy::crd()).expect("crd serializes");
+        let mut all = Vec::new();
+        descriptions(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut all);
+        assert!(all.len() > 100, "{} descriptions", all.len());
+        let broken: Vec<&(String, String)> =
+            all.iter().filter(|(_, d)| d.replace("\n\n", "").contains('\n') || d.contains('`')).collect();
+        assert!(broken.is_empty(), "descriptions kubectl explain would print cut or with markdown: {broken:#?}");
+    }
+
+    #[test]
+    fn paragraphs_and_list_items_keep_their_breaks() {
+        assert_eq!(unwrap_lines("a b\nc\n\nd\n- e\n- f"), "a b c\n\nd\n- e\n- f");
+    }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Observed state of a ScalingPolicy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::spec::unwrap_descriptions)]
 pub struct ScalingPolicyStatus {
     /// The metadata.generation of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -193,6 +193,14 @@ impl Breaker {
         }
     }
 
+    /// The end of the cool-off while the circuit is open.
+    pub fn open_until(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Open { until } => Some(until),
+            Phase::Closed { .. } | Phase::HalfOpen { .. } => None,
+        }
+    }
+
     fn open_at(&self, now: Timestamp) -> Phase {
         let until = now.checked_add(self.config.cool_off).unwrap_or(Timestamp::MAX);
         Phase::Open { until }
@@ -211,6 +219,8 @@ pub fn system_clock() -> Clock {
 pub struct CircuitBreaker {
     address: String,
     breaker: Mutex<Breaker>,
+    /// Why the latest failure failed, said by every query the open circuit refuses.
+    cause: Mutex<String>,
     clock: Clock,
     observer: Arc<dyn QueryObserver>,
 }
@@ -232,7 +242,8 @@ impl CircuitBreaker {
         clock: Clock,
         observer: Arc<dyn QueryObserver>,
     ) -> Self {
-        Self { address: address.into(), breaker: Mutex::new(Breaker::new(config)), clock, observer }
+        let breaker = Mutex::new(Breaker::new(config));
+        Self { address: address.into(), breaker, cause: Mutex::new(String::new()), clock, observer }
     }
 
     /// A breaker on the system clock that reports nowhere.
@@ -260,6 +271,29 @@ impl CircuitBreaker {
 
     pub fn abandon_probe(&self) {
         self.transition(Breaker::abandon_probe);
+    }
+
+    /// Records a failure's cause (before [`record`](Self::record) counts it): the connection is refused, the
+    /// server answers 503, ... For an unreachable server, the message without "cannot reach Prometheus".
+    pub fn note_failure(&self, error: &SourceError) {
+        let cause = match error {
+            SourceError::Connect { message } => message.clone(),
+            other => other.to_string(),
+        };
+        *self.cause.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = cause;
+    }
+
+    /// What a query refused by the open circuit fails with: the failures that opened it and the latest cause.
+    pub fn open_error(&self, until: Timestamp, shared: bool) -> SourceError {
+        let failures = self.lock().config().failure_threshold.max(1);
+        let cause = self.cause.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let cause = if cause.is_empty() { "no answer".to_owned() } else { cause };
+        SourceError::CircuitOpen { until, shared, failures, cause }
+    }
+
+    /// The end of the cool-off, if the circuit is open.
+    pub fn open_until(&self) -> Option<Timestamp> {
+        self.lock().open_until()
     }
 
     /// Applies `step` and tells the observer (outside the lock) if the state changed.
@@ -313,7 +347,7 @@ impl BreakerSource {
     async fn guarded<T>(&self, query: BoxFuture<'_, Result<T, SourceError>>) -> Result<T, SourceError> {
         let admission = self.circuit.admit();
         if let Admission::Rejected { until } = admission {
-            let error = SourceError::CircuitOpen { until, shared: true };
+            let error = self.circuit.open_error(until, true);
             self.circuit.observer.query_finished(error.category(), 0.0);
             return Err(error);
         }
@@ -323,7 +357,7 @@ impl BreakerSource {
             let admission = tenant.admit();
             if let Admission::Rejected { until } = admission {
                 // Dropping `pending` frees the shared probe slot if this query held it.
-                let error = SourceError::CircuitOpen { until, shared: false };
+                let error = tenant.open_error(until, false);
                 self.circuit.observer.query_finished(error.category(), 0.0);
                 return Err(error);
             }
@@ -331,16 +365,34 @@ impl BreakerSource {
         }
         let started = Instant::now();
         let result = query.await;
-        pending.finish(Outcome::transport(&result));
-        if let Some(tenant) = &mut tenant_pending {
-            tenant.finish(Outcome::of(&result));
+        // A failed probe re-opens its circuit: its caller is told so, in the same words as the queries the open
+        // circuit refuses, so that an outage reads the same for every metric.
+        let mut reopened = None;
+        for (pending, outcome, shared) in std::iter::once((&mut pending, Outcome::transport(&result), true))
+            .chain(tenant_pending.as_mut().map(|t| (t, Outcome::of(&result), false)))
+        {
+            let probing = pending.admission == Some(Admission::Probe);
+            if let (Outcome::Failure, Err(error)) = (outcome, &result) {
+                pending.circuit.note_failure(error);
+            }
+            pending.finish(outcome);
+            if probing
+                && outcome == Outcome::Failure
+                && reopened.is_none()
+                && let Some(until) = pending.circuit.open_until()
+            {
+                reopened = Some(pending.circuit.open_error(until, shared));
+            }
         }
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => error.category(),
         };
         self.circuit.observer.query_finished(outcome, started.elapsed().as_secs_f64());
-        result
+        match reopened {
+            Some(error) => Err(error),
+            None => result,
+        }
     }
 }
 
@@ -580,7 +632,8 @@ mod tests {
         }
         assert_eq!(circuit.state(), CircuitState::Open);
         let error = source.instant("up", t(0)).await.expect_err("open");
-        assert_eq!(error, SourceError::CircuitOpen { until: t(30), shared: true });
+        let cause = "refused".to_owned();
+        assert_eq!(error, SourceError::CircuitOpen { until: t(30), shared: true, failures: 3, cause });
         assert_eq!(memory.queries().len(), 3, "the open circuit did not reach the source");
 
         memory.set("up", vec![crate::source::Sample::new(t(29), 1.0)]);
@@ -595,6 +648,39 @@ mod tests {
         assert!(circuits.iter().all(|(a, _)| a == "http://prom:9090"));
         let queries = recorder.queries.lock().expect("lock").clone();
         assert_eq!(queries, ["connect", "connect", "connect", "circuit_open", "success"]);
+    }
+
+    /// An outage reads the same for every query and every cool-off: the failures and the cause, once.
+    #[tokio::test]
+    async fn refused_queries_and_failed_probes_name_the_cause() {
+        let now = Arc::new(Mutex::new(t(0)));
+        let clock_now = now.clone();
+        let clock: Clock = Arc::new(move || *clock_now.lock().expect("lock"));
+        let memory = Arc::new(InMemorySource::new());
+        memory.fail("up", SourceError::Connect { message: "connection refused (127.0.0.1:9090)".into() });
+        let circuit = Arc::new(CircuitBreaker::new("http://127.0.0.1:9090", config(), clock, Arc::new(NoopObserver)));
+        let source = BreakerSource::new(memory.clone(), circuit.clone());
+        for _ in 0..3 {
+            let error = source.instant("up", t(0)).await.expect_err("inner fails");
+            assert_eq!(error.to_string(), "cannot reach Prometheus: connection refused (127.0.0.1:9090)");
+        }
+        let expected = "circuit open after 3 failures: connection refused (127.0.0.1:9090)";
+        let refused = source.instant("up", t(0)).await.expect_err("open");
+        assert_eq!(refused.to_string(), expected);
+        *now.lock().expect("lock") = t(31);
+        let probe = source.instant("up", t(31)).await.expect_err("the probe fails");
+        assert_eq!(memory.queries().len(), 4, "the probe reached the source");
+        assert_eq!(probe.to_string(), expected);
+        assert_eq!(circuit.state(), CircuitState::Open);
+        assert_eq!(
+            probe,
+            SourceError::CircuitOpen {
+                until: t(61),
+                shared: true,
+                failures: 3,
+                cause: "connection refused (127.0.0.1:9090)".into()
+            }
+        );
     }
 
     #[tokio::test]

@@ -124,11 +124,12 @@ pub enum SourceError {
         "the Prometheus answer has {count} series, more than the {limit} decoded (--max-series): aggregate it, e.g. sum(...)"
     )]
     TooManySeries { count: usize, limit: usize },
-    /// Too many recent failures; not asking again until `until`. `shared`: the Prometheus server itself is
-    /// unreachable (every namespace's queries wait); otherwise only this namespace's queries failed (timeouts,
-    /// server errors) and only they wait.
-    #[error("{} circuit open after repeated failures; next attempt at {until}", if *shared { "Prometheus" } else { "this namespace's Prometheus" })]
-    CircuitOpen { until: Timestamp, shared: bool },
+    /// `failures` failures in a row, the latest because of `cause`; not asking again until `until`. `shared`: the
+    /// Prometheus server itself is unreachable (every namespace's queries wait); otherwise only this namespace's
+    /// queries failed (timeouts, server errors) and only they wait. The message names the cause, not `until`: it
+    /// is the same for every metric and every evaluation while the outage lasts, so a condition says it once.
+    #[error("{}circuit open after {failures} failures: {cause}", if *shared { "" } else { "this namespace's Prometheus " })]
+    CircuitOpen { until: Timestamp, shared: bool, failures: u32, cause: String },
 }
 
 impl SourceError {
@@ -242,7 +243,7 @@ mod tests {
             SourceError::InvalidRange { reason: "zero step" },
             SourceError::ResponseTooLarge { limit: 1 },
             SourceError::TooManySeries { count: 2, limit: 1 },
-            SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH, shared: true },
+            SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH, shared: true, failures: 5, cause: String::new() },
         ];
         let mut categories: Vec<_> = errors.iter().map(SourceError::category).collect();
         categories.sort_unstable();
@@ -261,7 +262,15 @@ mod tests {
             (SourceError::Prometheus { error_type: "unavailable".into(), message: String::new() }, true),
             (SourceError::Prometheus { error_type: "bad_data".into(), message: String::new() }, false),
             (SourceError::MultipleSeries { count: 2 }, false),
-            (SourceError::CircuitOpen { until: Timestamp::UNIX_EPOCH, shared: true }, false),
+            (
+                SourceError::CircuitOpen {
+                    until: Timestamp::UNIX_EPOCH,
+                    shared: true,
+                    failures: 5,
+                    cause: String::new(),
+                },
+                false,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(error.is_server_failure(), expected, "{error:?}");

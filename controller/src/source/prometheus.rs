@@ -305,7 +305,37 @@ fn transport_error(error: &reqwest::Error, timeout: Duration) -> SourceError {
         SourceError::Timeout { after: timeout }
     } else {
         // Connection refused or reset, TLS failure, connection closed before a full answer.
-        SourceError::Connect { message: error_chain(error) }
+        SourceError::Connect { message: connect_message(error) }
+    }
+}
+
+/// `connection refused (127.0.0.1:9090)` when the root cause is a socket error, rather than the whole chain
+/// (`error sending request for url (http://...): client error (Connect): tcp connect error: Connection refused
+/// (os error 111)`): the same words for every query to that server, so that status says them once.
+fn connect_message(error: &reqwest::Error) -> String {
+    let mut io = None;
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            io = Some(e);
+        }
+        source = cause.source();
+    }
+    let (Some(io), Some(url)) = (io, error.url()) else {
+        return error_chain(error);
+    };
+    let text = io.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    let text = match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+            first.to_lowercase().chain(text.chars().skip(1)).collect()
+        }
+        _ => text.to_string(),
+    };
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{text} ({host}:{port})"),
+        _ => error_chain(error),
     }
 }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::discovery;
 use super::errors::ApiError;
 use super::faults::RecordedRequest;
+use super::openapi;
 use super::ops::{self, DeleteOpts, Sub, WriteOpts};
 use super::patch::{PatchKind, decode_body};
 use super::render::{self, Representation};
@@ -163,6 +164,13 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
             let list = discovery::resource_list(&store.registry, group, version).ok_or_else(ApiError::no_such_path)?;
             return Ok(json_response(StatusCode::OK, &list));
         }
+        ["openapi", "v3"] if is_get => {
+            let body = openapi::discovery(&lock(&inner.store).registry);
+            let etag = format!("\"{}\"", openapi::hash(&body));
+            return Ok(([(header::CONTENT_TYPE, "application/json"), (header::ETAG, etag.as_str())], body.to_string())
+                .into_response());
+        }
+        ["openapi", "v3", rest @ ..] if is_get => return openapi_document(inner, ctx, &rest.join("/"), &accept),
         _ => {}
     }
     let target = parse_target(inner, &segs)?;
@@ -197,6 +205,49 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
             Ok(json_response(StatusCode::OK, &out))
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// `/openapi/v3/apis/<group>/<version>` as kube-openapi's handler serves it: JSON only, a stale `hash` redirected to
+/// the current one, a current one marked immutable for a year (clients cache it until its hash changes).
+fn openapi_document(inner: &Arc<Inner>, ctx: &RequestCtx<'_>, key: &str, accept: &str) -> Result<Response, ApiError> {
+    let (group, version) = match key.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", version] => (String::new(), version.to_string()),
+        ["apis", group, version] => (group.to_string(), version.to_string()),
+        _ => return Err(ApiError::no_such_path()),
+    };
+    let doc = openapi::document(&lock(&inner.store).registry, &group, &version).ok_or_else(ApiError::no_such_path)?;
+    let json_ok = accept.is_empty()
+        || accept.split(',').any(|a| {
+            let media = a.split(';').next().unwrap_or_default().trim();
+            matches!(media, "application/json" | "application/*" | "*/*")
+        });
+    if !json_ok {
+        return Ok(StatusCode::NOT_ACCEPTABLE.into_response());
+    }
+    let hash = openapi::hash(&doc);
+    let etag = format!("\"{hash}\"");
+    match ctx.query.get("hash") {
+        Some(asked) if *asked != hash => {
+            let location = openapi::server_relative_url(key, &doc);
+            Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response())
+        }
+        Some(_) => Ok((
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::ETAG, etag.as_str()),
+                (header::VARY, "Accept"),
+                (header::CACHE_CONTROL, "public, immutable"),
+                (header::EXPIRES, &openapi::a_year_from_now()),
+            ],
+            doc.to_string(),
+        )
+            .into_response()),
+        None => Ok((
+            [(header::CONTENT_TYPE, "application/json"), (header::ETAG, etag.as_str()), (header::VARY, "Accept")],
+            doc.to_string(),
+        )
+            .into_response()),
     }
 }
 

@@ -4,7 +4,8 @@
 //! It keeps the behaviours controllers depend on: resourceVersion conflicts, `/status` and `/scale`
 //! subresources, generation, watch replay and 410 Gone after [`FakeApiServer::compact`], streaming lists,
 //! server-side apply field conflicts, finalizers, CRD registration with schema pruning/defaulting/validation,
-//! and `Status` error bodies worded like kube-apiserver's.
+//! OpenAPI v3 documents of the installed CRDs (for `kubectl explain`), and `Status` error bodies worded like
+//! kube-apiserver's.
 //!
 //! ```text
 //!  kube::Client ──(in-process tower service)──┐
@@ -35,6 +36,7 @@ pub mod fixtures;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod objects;
+pub mod openapi;
 pub mod ops;
 pub mod ownership;
 pub mod patch;

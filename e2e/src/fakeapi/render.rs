@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::objects::{meta_str, pointer_of};
+use super::objects::meta_str;
 use super::resources::ApiResourceSpec;
 
 /// The representation an `Accept` header asks for.
@@ -121,17 +121,49 @@ fn int_at(obj: &Value, pointer: &str) -> i64 {
     obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
-/// A `Table` with Name, kind-specific columns and Age.
+/// The first value a CRD column's JSONPath finds (`.status.conditions[?(@.type=="Ready")].status`), as
+/// kube-apiserver evaluates it: a missing key or an unparsable path gives no value.
+pub fn column_value<'a>(obj: &'a Value, json_path: &str) -> Option<&'a Value> {
+    use jsonpath_rust::JsonPath;
+    let path = json_path.trim();
+    let path = path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path);
+    let path = if path.starts_with('$') { path.to_string() } else { format!("${path}") };
+    obj.query(&path).ok()?.into_iter().next()
+}
+
+/// A column's cell as kube-apiserver's CRD table convertor types it: `integer`, `number`, `boolean` and
+/// `string` cells only from values of that type, `date` as an age; anything else is empty.
+fn cell(type_: &str, value: Option<&Value>) -> Value {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Value::Null;
+    };
+    match (type_, value) {
+        ("integer", Value::Number(n)) => {
+            n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map_or(Value::Null, |i| json!(i))
+        }
+        ("number", Value::Number(n)) => n.as_f64().map_or(Value::Null, |f| json!(f)),
+        ("boolean", Value::Bool(b)) => json!(b),
+        // A string column prints whatever the path found, as its JSONPath printer does.
+        ("string", Value::String(s)) => json!(s),
+        ("string", other) => json!(other.to_string()),
+        ("date", Value::String(s)) => {
+            json!(if s.parse::<jiff::Timestamp>().is_ok() { age(s) } else { "<invalid>".into() })
+        }
+        _ => Value::Null,
+    }
+}
+
+/// A `Table`. Custom resources with printer columns get Name and those columns in the CRD's order, each with
+/// its priority (kubectl shows priority > 0 only with `-o wide`), as kube-apiserver does; other kinds get Name,
+/// kind-specific columns and Age.
 pub fn table(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64) -> Value {
+    if spec.custom && !spec.printer_columns.is_empty() {
+        return custom_table(spec, version, items, rv);
+    }
     let workload = spec.group == "apps";
     let mut columns = vec![column("Name", "string")];
     if workload {
         columns.extend([column("Ready", "string"), column("Up-to-date", "integer"), column("Available", "integer")]);
-    }
-    for c in &spec.printer_columns {
-        if c.json_path != ".metadata.creationTimestamp" {
-            columns.push(column(&c.name, &c.type_));
-        }
     }
     columns.push(column("Age", "string"));
     let rows: Vec<Value> = items
@@ -143,13 +175,32 @@ pub fn table(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64) ->
                 cells.push(json!(int_at(o, "/status/updatedReplicas")));
                 cells.push(json!(int_at(o, "/status/availableReplicas")));
             }
-            for c in spec.printer_columns.iter().filter(|c| c.json_path != ".metadata.creationTimestamp") {
-                cells.push(o.pointer(&pointer_of(&c.json_path)).cloned().unwrap_or(Value::Null));
-            }
             cells.push(json!(age(meta_str(o, "creationTimestamp").unwrap_or_default())));
             json!({"cells": cells, "object": metadata_only(&object(spec, version, o))})
         })
         .collect();
+    table_of(columns, rows, rv)
+}
+
+fn custom_table(spec: &ApiResourceSpec, version: &str, items: &[Value], rv: u64) -> Value {
+    let mut columns = vec![column("Name", "string")];
+    for c in &spec.printer_columns {
+        let description = format!("Custom resource definition column (in JSONPath format): {}", c.json_path);
+        columns.push(json!({"name": c.name, "type": c.type_, "format": "", "description": description,
+            "priority": c.priority}));
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(meta_str(o, "name").unwrap_or_default())];
+            cells.extend(spec.printer_columns.iter().map(|c| cell(&c.type_, column_value(o, &c.json_path))));
+            json!({"cells": cells, "object": metadata_only(&object(spec, version, o))})
+        })
+        .collect();
+    table_of(columns, rows, rv)
+}
+
+fn table_of(columns: Vec<Value>, rows: Vec<Value>, rv: u64) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -172,5 +223,21 @@ mod tests {
         );
         assert_eq!(negotiate("application/json"), Representation::Full);
         assert_eq!(negotiate("application/json;as=Unknown,application/json"), Representation::Full);
+    }
+
+    #[test]
+    fn crd_columns_take_jsonpath_filters_and_cells_are_typed() {
+        let obj = json!({"status": {"conditions": [
+            {"type": "MetricsAvailable", "status": "False"}, {"type": "Ready", "status": "True"}],
+            "replicas": 3.0, "name": 7}});
+        let ready = column_value(&obj, ".status.conditions[?(@.type==\"Ready\")].status");
+        assert_eq!(ready, Some(&json!("True")));
+        assert_eq!(column_value(&obj, "{.status.conditions[0].type}"), Some(&json!("MetricsAvailable")));
+        assert_eq!(column_value(&obj, ".status.missing"), None);
+        assert_eq!(column_value(&obj, ".status[?(@"), None, "an unparsable path is an empty cell");
+        assert_eq!(cell("integer", column_value(&obj, ".status.replicas")), json!(3));
+        assert_eq!(cell("string", column_value(&obj, ".status.name")), json!("7"));
+        assert_eq!(cell("boolean", column_value(&obj, ".status.name")), Value::Null);
+        assert_eq!(cell("date", Some(&json!("yesterday"))), json!("<invalid>"));
     }
 }

@@ -54,8 +54,10 @@ pub struct PrinterColumn {
     pub name: String,
     /// OpenAPI type (`string`, `integer`, `date`, ...).
     pub type_: String,
-    /// Simple JSON path, e.g. `.spec.minReplicas`.
+    /// JSONPath as in the CRD, e.g. `.spec.minReplicas` or `.status.conditions[?(@.type=="Ready")].status`.
     pub json_path: String,
+    /// 0 for the default view; kubectl shows columns of a higher priority only with `-o wide`.
+    pub priority: i64,
 }
 
 /// Everything the fake needs to know to serve one resource kind.
@@ -342,6 +344,7 @@ pub fn spec_from_crd(crd: &Value) -> Result<ApiResourceSpec, CrdError> {
                         name: c.get("name")?.as_str()?.to_string(),
                         type_: c.get("type").and_then(Value::as_str).unwrap_or("string").to_string(),
                         json_path: c.get("jsonPath")?.as_str()?.to_string(),
+                        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                     })
                 })
                 .collect();

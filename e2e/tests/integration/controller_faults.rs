@@ -124,3 +124,59 @@ async fn a_dead_prometheus_holds_replicas_then_falls_back_and_recovers() {
 
     running.stop().await;
 }
+
+async fn condition_message(policies: &Api<ScalingPolicy>, type_: &str) -> Option<String> {
+    let status = policies.get("web").await.ok()?.status?;
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone())
+}
+
+/// Prometheus on a closed port, two metrics: once the breaker is open, MetricsAvailable says why once (the
+/// connection is refused, and where), not the breaker's message once per metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_names_the_underlying_cause_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let address = format!("http://{closed}");
+    let server = testkit::api_server();
+    let client = server.client();
+    let (_deployments, policies) = testkit::web_deployment(&server, 2).await;
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
+            "targetRef": { "name": "web" },
+            "maxReplicas": 10,
+            "interval": "1s",
+            "metrics": [ { "name": "cpu", "cpu": {} }, { "name": "memory", "memory": {} } ],
+            "policies": { "target": [ { "metric": "cpu", "value": 70 }, { "metric": "memory", "value": 80 } ] }
+        }),
+    )
+    .await;
+    let breaker = BreakerConfig { failure_threshold: 2, cool_off: Duration::from_secs(1) };
+    let pool = Arc::new(SourcePool::new(breaker, Arc::new(NoopObserver)));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool.clone()), Some(address.clone()), "faults-test")
+            .with_query_timeout(Duration::from_millis(500)),
+    );
+    let running = testkit::spawn_controller(ctx, &["shop"], 2);
+
+    eventually("the circuit to open", WAIT, || {
+        let pool = pool.clone();
+        let address = address.clone();
+        async move { pool.circuit(&address).is_some_and(|c| c.state() != CircuitState::Closed) }
+    })
+    .await;
+    // Several evaluations and cool-offs (each ends in a failed probe) later, the message is the same.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        seen.push(condition_message(&policies, "MetricsAvailable").await.unwrap_or_default());
+    }
+    let expected = format!(
+        "no metric could be read (cpu, memory: query failed: circuit open after 2 failures: connection refused ({closed}))"
+    );
+    assert_eq!(seen, vec![expected; 4]);
+    let ready = condition_message(&policies, "Ready").await.unwrap_or_default();
+    assert!(ready.matches("circuit open").count() <= 1, "{ready}");
+    running.stop().await;
+}

@@ -139,3 +139,203 @@ async fn kubectl_creates_a_crd_and_gets_its_objects_by_short_name() {
         .expect("stored");
     assert_eq!(stored["spec"]["replicas"], 5);
 }
+
+/// The project's CRD file, as a user installs it.
+fn crd_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/scalingpolicy.yaml")
+}
+
+/// The text after `heading` (`DESCRIPTION:`) up to the next blank line, as one line.
+fn section(out: &str, heading: &str) -> String {
+    let rest = out.split_once(heading).map(|(_, r)| r).unwrap_or_default();
+    rest.lines().skip(1).take_while(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// `(name, type)` of the top-level fields under `FIELDS:`.
+fn fields(out: &str) -> Vec<(String, String)> {
+    let rest = out.split_once("FIELDS:\n").map(|(_, r)| r).unwrap_or_default();
+    rest.lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.contains('\t'))
+        .filter_map(|l| l.trim().split_once('\t'))
+        .map(|(n, t)| (n.to_string(), t.split_whitespace().next().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// The description kubectl prints under one field of the list, as one line.
+fn field_description(out: &str, field: &str) -> String {
+    let rest = out.split_once(&format!("\n  {field}\t")).map(|(_, r)| r).unwrap_or_default();
+    rest.lines().skip(1).take_while(|l| l.starts_with("    ")).map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// Lines of a description that end before kubectl's 76-column wrap needed them to: a line break that was in
+/// the description itself, which cuts a sentence (a line ending a sentence may precede the items' description).
+fn cut_lines(out: &str) -> Vec<String> {
+    let lines: Vec<&str> = out.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| {
+            let is_text = |l: &str| l.starts_with("    ") && !l.contains('\t');
+            let next_word = w[1].split_whitespace().next().unwrap_or_default();
+            is_text(w[0])
+                && is_text(w[1])
+                && w[0].trim_start().len() + 1 + next_word.len() <= 76
+                && !w[0].trim_end().ends_with(['.', ':'])
+        })
+        .map(|w| format!("{} / {}", w[0].trim(), w[1].trim()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_reads_the_installed_crd() {
+    let (_server, _dir, kubectl) = serve().await;
+    kubectl.run(&["create", "--validate=false", "-f", crd_file().to_str().expect("utf8")]).await;
+
+    let behavior = kubectl.run(&["explain", "scalingpolicy.spec.behavior"]).await;
+    assert!(
+        behavior
+            .starts_with("GROUP:      autoscaling.foresight.dev\nKIND:       ScalingPolicy\nVERSION:    v1alpha1\n"),
+        "{behavior}"
+    );
+    assert!(behavior.contains("FIELD: behavior <Object>"), "{behavior}");
+    assert_eq!(
+        section(&behavior, "DESCRIPTION:"),
+        "How fast to scale in each direction: cooldowns, stabilization windows and rate limits."
+    );
+    assert_eq!(
+        fields(&behavior),
+        [("scaleDown".to_string(), "<Object>".to_string()), ("scaleUp".to_string(), "<Object>".to_string())]
+    );
+    assert_eq!(
+        field_description(&behavior, "scaleDown"),
+        "Scale-down behaviour. Defaults: cooldown 5m, stabilizationWindow 300s, at most 100 % per 15s."
+    );
+    assert_eq!(
+        field_description(&behavior, "scaleUp"),
+        "Scale-up behaviour. Defaults: cooldown 0s, stabilizationWindow 0s, at most max(100 %, 4 pods) per 15s."
+    );
+
+    // A nested field inside an array, with its required markers and enum.
+    let rate = kubectl.run(&["explain", "sp.spec.behavior.scaleDown.policies"]).await;
+    assert!(rate.contains("FIELD: policies <[]Object>"), "{rate}");
+    let names: Vec<String> = fields(&rate).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["periodSeconds", "type", "value"], "{rate}");
+    assert!(rate.contains("  type\t<string> -required-\n  enum: Pods, Percent\n"), "{rate}");
+
+    let policies = kubectl.run(&["explain", "scalingpolicy.spec.policies"]).await;
+    assert_eq!(
+        section(&policies, "DESCRIPTION:"),
+        "The rules that propose replica counts. Scale up if any rule asks (the largest proposal wins); scale down \
+         only if every rule agrees (the largest of their proposals wins)."
+    );
+    let kinds: Vec<String> = fields(&policies).into_iter().map(|(n, t)| format!("{n} {t}")).collect();
+    assert_eq!(kinds, ["demand <[]Object>", "predictive <Object>", "target <[]Object>", "threshold <[]Object>"]);
+
+    let tree = kubectl.run(&["explain", "scalingpolicy.spec.policies", "--recursive"]).await;
+    assert!(tree.contains("\n  threshold\t<[]Object>\n    metric\t<string> -required-\n"), "{tree}");
+    assert!(tree.contains("\n    scaleUpStep\t<Object>\n      type\t<string> -required-\n"), "{tree}");
+
+    // What a user reads at every level reads as sentences, not as the source's 120-column lines.
+    let mut cut = cut_lines(&behavior);
+    cut.extend(cut_lines(&policies));
+    for field in [
+        "scalingpolicy.spec",
+        "scalingpolicy.spec.behavior.scaleDown",
+        "scalingpolicy.spec.metrics",
+        "scalingpolicy.spec.metrics.cpu",
+        "scalingpolicy.spec.metrics.latency",
+        "scalingpolicy.spec.policies.demand",
+        "scalingpolicy.spec.policies.predictive",
+        "scalingpolicy.spec.policies.target",
+        "scalingpolicy.spec.prometheus",
+        "scalingpolicy.spec.fallback",
+        "scalingpolicy.status",
+        "scalingpolicy.status.lastEvaluation.metrics",
+    ] {
+        cut.extend(cut_lines(&kubectl.run(&["explain", field]).await).into_iter().map(|l| format!("{field}: {l}")));
+    }
+    assert!(cut.is_empty(), "descriptions cut mid-sentence: {cut:#?}");
+}
+
+/// `kubectl get`'s columns as (header, cell) pairs for the first row, cut at the header's column starts.
+fn row(table: &str) -> Vec<(String, String)> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let first = lines.next().unwrap_or_default();
+    let mut starts: Vec<usize> = vec![0];
+    let bytes = header.as_bytes();
+    for i in 2..bytes.len() {
+        if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).copied().unwrap_or(usize::MAX);
+            let cut = |l: &str| l.get(start..end.min(l.len())).unwrap_or_default().trim().to_string();
+            (cut(header), cut(first))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_sp_fills_ready_and_shows_the_reason_only_wide() {
+    let (server, dir, kubectl) = serve().await;
+    kubectl.run(&["create", "--validate=false", "-f", crd_file().to_str().expect("utf8")]).await;
+    let sp = json!({"apiVersion": "autoscaling.foresight.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": "web"}, "spec": {"targetRef": {"name": "web"}, "minReplicas": 2, "maxReplicas": 10,
+            "metrics": [{"name": "cpu", "cpu": {}}], "policies": {"target": [{"metric": "cpu", "value": 70}]}}});
+    let sp_file = dir.path().join("sp.json");
+    std::fs::write(&sp_file, sp.to_string()).expect("write sp");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", sp_file.to_str().expect("utf8")]).await;
+    let now = jiff::Timestamp::now();
+    let earlier = (now - jiff::SignedDuration::from_secs(300)).to_string();
+    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "reason": "Evaluated", "message": "", "lastTransitionTime": earlier});
+    // Ready is not the first condition: the column's filter must pick it by type.
+    let status = json!({"currentReplicas": 3, "desiredReplicas": 4, "lastScaleTime": earlier,
+        "lastEvaluation": {"time": now.to_string(), "decision": "ScaleUp", "reason": "cpu 86% > 70% for 2m"},
+        "conditions": [condition("MetricsAvailable", "False"), condition("Ready", "True")]});
+    let gvr = Gvr::new("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies");
+    server.set_status(&gvr, Some("default"), "web", status).expect("status");
+
+    let table = kubectl.run(&["get", "sp"]).await;
+    let cells = row(&table);
+    let headers: Vec<&str> = cells.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        headers,
+        ["NAME", "TARGET", "MIN", "MAX", "CURRENT", "DESIRED", "LAST SCALE", "READY", "AGE"],
+        "{table}"
+    );
+    let values: Vec<&str> = cells.iter().map(|(_, v)| v.as_str()).take(6).collect();
+    assert_eq!(values, ["web", "web", "2", "10", "3", "4"], "{table}");
+    assert!(cells[6].1.starts_with("5m"), "last scale 5 minutes ago: {table}");
+    assert_eq!(cells[7].1, "True", "Ready filled from the Ready condition: {table}");
+
+    let wide = kubectl.run(&["get", "sp", "-o", "wide"]).await;
+    let cells = row(&wide);
+    let headers: Vec<&str> = cells.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(headers.last(), Some(&"REASON"), "{wide}");
+    assert_eq!(headers.len(), 10, "{wide}");
+    assert_eq!(cells[9].1, "cpu 86% > 70% for 2m", "{wide}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_follows_a_crd_update_despite_its_cache() {
+    let (_server, dir, kubectl) = serve().await;
+    let mut crd = scalable_crd("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies", "ScalingPolicy", &["sp"]);
+    let crd_file = dir.path().join("crd.json");
+    let describe = |crd: &mut Value, text: &str| {
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["description"] = json!(text);
+        std::fs::write(&crd_file, crd.to_string()).expect("write crd");
+    };
+    describe(&mut crd, "What the first release says.");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", crd_file.to_str().expect("utf8")]).await;
+    let first = kubectl.run(&["explain", "scalingpolicies.spec"]).await;
+    assert_eq!(section(&first, "DESCRIPTION:"), "What the first release says.", "{first}");
+
+    describe(&mut crd, "What the upgrade says.");
+    kubectl.run(&["apply", "--validate=false", "--server-side", "-f", crd_file.to_str().expect("utf8")]).await;
+    let second = kubectl.run(&["explain", "scalingpolicies.spec"]).await;
+    assert_eq!(section(&second, "DESCRIPTION:"), "What the upgrade says.", "{second}");
+}
