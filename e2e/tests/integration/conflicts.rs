@@ -274,3 +274,65 @@ async fn without_the_keda_crd_policies_work_normally() {
     assert_eq!(condition(&policies, "web", "Conflict").await, None, "no conflict, no condition");
     running.stop().await;
 }
+
+/// Two sharded replicas: the older policy's shard is held by one, the newer's by the other. Each decides from
+/// the same watches, so still only the older one scales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shards_the_replica_holding_the_newer_policy_still_stands_it_down() {
+    use foresight::{
+        metrics::Metrics,
+        shard::{self, Ownership, ShardConfig},
+    };
+    const SHARDS: u32 = 12;
+    let server = testkit::api_server();
+    let (deployments, policies) = testkit::web_deployment(&server, 1).await;
+    let source = Arc::new(InMemorySource::new());
+    let now = Timestamp::now();
+    source.set(QUERY, (-40..=400).map(|i| Sample::new(now + jiff::SignedDuration::from_secs(15 * i), 150.0)).collect());
+    let replica = |identity: &str| {
+        let config = ShardConfig {
+            namespace: "default".into(),
+            prefix: "foresight".into(),
+            identity: identity.into(),
+            shards: SHARDS,
+            duration_seconds: 2,
+            grace_seconds: 1,
+        };
+        let ownership = Arc::new(Ownership::new(SHARDS, config.renew_deadline()));
+        let sharding = shard::start(server.client(), config, ownership.clone(), Arc::new(Metrics::new()));
+        let ctx =
+            Context::new(server.client(), Sources::Fixed(source.clone()), Some("http://unused:9090".into()), identity)
+                .with_shards(ownership.clone());
+        (ownership, sharding, testkit::spawn_controller(Arc::new(ctx), &[NAMESPACE], 4))
+    };
+    let (a, sharding_a, run_a) = replica("foresight-a");
+    let (b, sharding_b, run_b) = replica("foresight-b");
+    eventually("both replicas to hold shards, all of them together", WAIT, || async {
+        let (x, y) = (a.held().len(), b.held().len());
+        x > 0 && y > 0 && x + y == SHARDS as usize
+    })
+    .await;
+    let named = |owner: &Ownership, prefix: &str| {
+        (0..1000).map(|i| format!("{prefix}-{i}")).find(|n| owner.owns(NAMESPACE, n)).expect("a name in its shards")
+    };
+    let (older, newer) = (named(&a, "old"), named(&b, "new"));
+    testkit::create_policy(&policies, &older, spec(50)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    testkit::create_policy(&policies, &newer, spec(25)).await;
+
+    eventually("the Deployment at the older policy's 3 replicas", WAIT, || async {
+        replicas(&deployments).await == Some(3)
+    })
+    .await;
+    eventually("the newer policy to stand down", WAIT, || async {
+        condition(&policies, &newer, "Ready").await.is_some_and(|(s, r, _)| s == "False" && r == "StandingDown")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replicas(&deployments).await, Some(3), "{newer} (held by foresight-b) never scaled");
+    assert!(a.owns(NAMESPACE, &older) && b.owns(NAMESPACE, &newer), "the shards stayed put");
+    run_a.stop().await;
+    run_b.stop().await;
+    sharding_a.stop().await;
+    sharding_b.stop().await;
+}
