@@ -19,6 +19,9 @@
 //! sharding the holder of the policy's shard, see [`crate::shard`]): any other requeues without reading or
 //! writing, and the moment it becomes the leader or gains a shard it reconciles every policy it now owns rather
 //! than waiting for each requeue.
+//!
+//! Before acting, a policy asks [`conflicts`] whether another ScalingPolicy (older), an HPA or a KEDA
+//! ScaledObject scales the same target; if so it evaluates and reports but does not patch `/scale`.
 
 pub mod act;
 pub mod conditions;
