@@ -804,6 +804,31 @@ mod tests {
         assert_eq!(conflicts.verdict(&api, &me), Verdict::default());
     }
 
+    #[test]
+    fn a_kind_that_goes_away_is_forgotten_and_one_that_is_forbidden_is_kept() {
+        let conflicts = Conflicts::default();
+        let target = target_key("team", None, None, "web").expect("target");
+        let object: ScaleTargetOwner<Keda> = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web", "namespace": "team" },
+            "spec": { "scaleTargetRef": { "name": "web" } }
+        }))
+        .expect("scaled object");
+        let failed = |code: u16| -> Result<watcher::Event<ScaleTargetOwner<Keda>>, watcher::Error> {
+            let status = kube::core::Status::failure("no", "Whatever").with_code(code);
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(Box::new(status))))
+        };
+        let mut source = conflicts.register();
+        conflicts.observe(&mut source, &watcher::Event::Apply(object));
+        let me = policy("web", 0);
+        assert!(conflicts.verdict(&target, &me).stand_down);
+        // RBAC revoked: what was seen stays (the objects still scale the target).
+        conflicts.observe_result(Kind::ScaledObject, &mut source, &failed(403));
+        assert!(conflicts.verdict(&target, &me).stand_down);
+        // The CRD was deleted (KEDA uninstalled): no ScaledObjects any more.
+        conflicts.observe_result(Kind::ScaledObject, &mut source, &failed(404));
+        assert_eq!(conflicts.verdict(&target, &me), Verdict::default());
+    }
+
     #[tokio::test]
     async fn verdicts_wait_for_the_first_list_of_every_watch_only() {
         let conflicts = Conflicts::default();
