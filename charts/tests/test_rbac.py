@@ -16,6 +16,9 @@ POLICY_RULES = {
         for v in ("get", "patch", "update")
     ),
     *((g, "events", v, None) for g in ("events.k8s.io", "") for v in ("create", "patch")),
+    # Other autoscalers of a policy's target, read only (conflict detection).
+    *(("autoscaling", "horizontalpodautoscalers", v, None) for v in ("get", "list", "watch")),
+    *(("keda.sh", "scaledobjects", v, None) for v in ("get", "list", "watch")),
 }
 SECRETS = {("", "secrets", "get", None)}
 

@@ -89,6 +89,14 @@ policies name. One list, used by the ClusterRole and by each per-namespace Role 
   resources: [{{ printf "%s/scale" .resource | quote }}]
   verbs: ["get", "patch", "update"]
 {{- end }}
+# Read-only: another autoscaler on a policy's target (HPA, KEDA ScaledObject) makes the policy stand down.
+# Without KEDA installed the second rule grants nothing and the controller treats ScaledObjects as none.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -108,6 +108,7 @@ fn placeholder_spec() -> ScalingPolicySpec {
         max_replicas: 0,
         interval: None,
         dry_run: true,
+        on_conflict: None,
         history_limit: None,
         prometheus: None,
         metrics: Vec::new(),

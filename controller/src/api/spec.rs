@@ -101,6 +101,14 @@ pub struct ScalingPolicySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 
+    /// What to do when a HorizontalPodAutoscaler (autoscaling/v2) or a KEDA ScaledObject (keda.sh) also scales
+    /// the target. StandDown (default): evaluate and report, never change its replicas, and name the other
+    /// autoscaler in the Conflict condition. Act: scale anyway; the two then fight over the replicas, so use it
+    /// only for a short hand-over. Another ScalingPolicy on the same target is never overridden: the oldest one
+    /// (by creationTimestamp, then name) scales and the others only evaluate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<OnConflict>,
+
     /// How many scaling events status.history keeps (newest first). Default 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
@@ -125,6 +133,14 @@ pub struct ScalingPolicySpec {
     /// What to do when no metric can be read for several evaluations in a row. Without it, replicas are held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
+}
+
+/// What a policy does when an HPA or a KEDA ScaledObject scales its target too.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum OnConflict {
+    #[default]
+    StandDown,
+    Act,
 }
 
 fn default_min_replicas() -> Option<i32> {

@@ -31,7 +31,8 @@ pub struct ScalingPolicyStatus {
     /// The most recent evaluation, with every metric value and every policy's proposal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation: Option<Evaluation>,
-    /// Ready, MetricsAvailable, ScalingActive, ScalingLimited and ReplicaFight, as standard conditions.
+    /// Ready, MetricsAvailable, ScalingActive, ScalingLimited, ReplicaFight and Conflict (another autoscaler on
+    /// the same target), as standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Changes of the target's replicas, newest first, by Foresight or by someone else (external).

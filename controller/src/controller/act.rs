@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt, api::Patch};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Context,
+    Context, conflicts,
     error::Error,
     events::Published,
     observe::{Observation, object_key},
@@ -51,7 +51,14 @@ pub async fn act(
     obs: &Observation,
     rec: &Recommendation,
 ) -> Result<(), Error> {
-    let mode = mode(sp);
+    // Only the oldest policy of a target acts, and none where an HPA or a ScaledObject scales it (unless the
+    // policy overrides that): decided from the watches, once they have listed (see `conflicts`).
+    ctx.conflicts.settled(conflicts::SETTLE_TIMEOUT).await;
+    let conflict = ctx.conflicts.verdict_for(sp);
+    let mode = match mode(sp) {
+        Mode::Active if conflict.stand_down => Mode::StandDown,
+        other => other,
+    };
     let scale = rec.desired != rec.current && mode == Mode::Active;
     if scale && !ctx.owns_policy(sp) {
         // Leadership was lost during this evaluation: stop before touching anything.
@@ -68,6 +75,7 @@ pub async fn act(
         mode,
         scaled: scale,
         notes: &obs.notes,
+        conflict,
     };
     let new = report::next_status(old, &outcome);
     // What the API server holds once step 1 is done: the base of the final status patch, so that it clears

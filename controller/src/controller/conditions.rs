@@ -12,9 +12,11 @@ pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const SCALING_ACTIVE: &str = "ScalingActive";
 pub const SCALING_LIMITED: &str = "ScalingLimited";
 pub const REPLICA_FIGHT: &str = "ReplicaFight";
+/// Another ScalingPolicy, an HPA or a KEDA ScaledObject targets the same workload (see `conflicts`).
+pub const CONFLICT: &str = "Conflict";
 
 /// The order conditions are written in, so that status diffs stay small and readable.
-const ORDER: [&str; 5] = [READY, METRICS_AVAILABLE, SCALING_ACTIVE, SCALING_LIMITED, REPLICA_FIGHT];
+const ORDER: [&str; 6] = [READY, METRICS_AVAILABLE, SCALING_ACTIVE, SCALING_LIMITED, REPLICA_FIGHT, CONFLICT];
 
 /// What one evaluation says about one condition.
 #[derive(Clone, Debug, PartialEq, Eq)]

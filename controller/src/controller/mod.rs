@@ -19,9 +19,13 @@
 //! sharding the holder of the policy's shard, see [`crate::shard`]): any other requeues without reading or
 //! writing, and the moment it becomes the leader or gains a shard it reconciles every policy it now owns rather
 //! than waiting for each requeue.
+//!
+//! Before acting, a policy asks [`conflicts`] whether another ScalingPolicy (older), an HPA or a KEDA
+//! ScaledObject scales the same target; if so it evaluates and reports but does not patch `/scale`.
 
 pub mod act;
 pub mod conditions;
+pub mod conflicts;
 pub mod error;
 pub mod events;
 pub mod observe;
@@ -155,6 +159,8 @@ pub struct Context {
     pub shards: Option<Arc<crate::shard::Ownership>>,
     /// Whether every query is confined to its policy's namespace (`--promql-tenancy`).
     pub promql_tenancy: crate::promql::tenancy::Tenancy,
+    /// Who else scales each target (other policies, HPAs, ScaledObjects), from the watches.
+    pub conflicts: Arc<conflicts::Conflicts>,
     resolver: target::Resolver,
     failures: Mutex<HashMap<(String, String), u32>>,
     stores: Mutex<Vec<Store<RawScalingPolicy>>>,
@@ -184,6 +190,7 @@ impl Context {
             leader: Arc::new(AtomicBool::new(true)),
             shards: None,
             promql_tenancy: Default::default(),
+            conflicts: Arc::default(),
             resolver: target::Resolver::default(),
             failures: Mutex::default(),
             stores: Mutex::default(),
@@ -505,10 +512,12 @@ pub async fn run(
         let (reader, writer) = reflector::store::<RawScalingPolicy>();
         stores.push(reader.clone());
         let deletions = ctx.clone();
+        let mut claims = ctx.conflicts.register();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
             .inspect(move |event| {
+                deletions.conflicts.observe_result(conflicts::Kind::ScalingPolicy, &mut claims, event);
                 if let Ok(watcher::Event::Delete(sp)) = event {
                     deletions.cancel(&(sp.namespace().unwrap_or_default(), sp.name_any()));
                 }
@@ -535,6 +544,8 @@ pub async fn run(
         loops.push(controller);
     }
     *lock(&ctx.stores) = stores.clone();
+    // HPAs and ScaledObjects in the same namespaces, for the conflict verdicts; never part of readiness.
+    let autoscalers = conflicts::watch_autoscalers(&ctx.client, &options.namespaces, ctx.conflicts.clone());
     let readiness = {
         let ctx = ctx.clone();
         async move {
@@ -584,6 +595,7 @@ pub async fn run(
         _ = all => {}
         _ = async { readiness.await; counting.await } => {}
         _ = leadership => {}
+        _ = autoscalers => {}
     }
 }
 

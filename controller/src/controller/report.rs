@@ -36,6 +36,9 @@ pub enum Mode {
     DryRun,
     /// The paused annotation: decide and report, never patch.
     Paused,
+    /// Another autoscaler acts on the target (an older ScalingPolicy, an HPA, a ScaledObject): decide and
+    /// report, never patch; the Conflict condition says who.
+    StandDown,
 }
 
 /// Everything one evaluation found and did, for status and events.
@@ -54,6 +57,8 @@ pub struct Outcome<'a> {
     pub scaled: bool,
     /// Settings the controller overrode, in words (e.g. a clamped query timeout).
     pub notes: &'a [String],
+    /// The other autoscalers of the target, and whether this policy stands down for them.
+    pub conflict: super::conflicts::Verdict,
 }
 
 /// The action of the events that report a change of replicas.
@@ -200,7 +205,19 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
         // Settled or dropped by this evaluation (see `settle_pending`); a new scale's is written separately.
         pending_scale: None,
     };
-    status.conditions = conditions::compute(&old.conditions, &observed(o, &status), o.generation, o.now);
+    let mut observed = observed(o, &status);
+    match &o.conflict.conflict {
+        Some((reason, message)) => observed.push(Observed::new(conditions::CONFLICT, true, *reason, message.clone())),
+        // Said only once a conflict has been seen: most policies never have one.
+        None if conditions::find(&old.conditions, conditions::CONFLICT).is_some() => observed.push(Observed::new(
+            conditions::CONFLICT,
+            false,
+            "NoConflict",
+            "no other ScalingPolicy, HorizontalPodAutoscaler or ScaledObject scales the target",
+        )),
+        None => {}
+    }
+    status.conditions = conditions::compute(&old.conditions, &observed, o.generation, o.now);
     status
 }
 
@@ -259,7 +276,7 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
                 format!("Scaled up ahead of forecast load from {} to {}: {}", rec.current, rec.desired, rec.reason),
             ));
         }
-    } else if rec.desired != rec.current && o.mode != Mode::Active {
+    } else if rec.desired != rec.current && matches!(o.mode, Mode::DryRun | Mode::Paused) {
         let why = if o.mode == Mode::DryRun { "dry run" } else { "paused" };
         out.push(Notice::normal(
             "DryRunDecision",
@@ -284,6 +301,16 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
         let message = conditions::find(&new.conditions, conditions::SCALING_LIMITED).map(|c| c.message.clone());
         out.push(Notice::normal("ScaleLimited", "Decide", message.unwrap_or_default()));
     }
+    // One Warning when a conflict appears or changes (another object joins, the one that acts changes), not
+    // one per evaluation.
+    if let Some(now) = conditions::find(&new.conditions, conditions::CONFLICT).filter(|c| c.status == "True") {
+        let before = conditions::find(&old.conditions, conditions::CONFLICT);
+        if before.is_none_or(|b| b.status != "True" || b.message != now.message)
+            && let Some((reason, message)) = &o.conflict.conflict
+        {
+            out.push(Notice::warning(reason, "DetectConflict", message.clone()));
+        }
+    }
     if o.external.is_some() && conditions::is_true(&new.conditions, conditions::REPLICA_FIGHT) {
         let message = conditions::find(&new.conditions, conditions::REPLICA_FIGHT).map(|c| c.message.clone());
         out.push(Notice::warning("ReplicaFight", "DetectExternalChange", message.unwrap_or_default()));
@@ -298,7 +325,12 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         ready.push_str("; ");
         ready.push_str(note);
     }
-    let mut out = vec![Observed::new(conditions::READY, true, "Evaluated", ready)];
+    let mut out = vec![match (o.mode, &o.conflict.conflict) {
+        (Mode::StandDown, Some((_, why))) => {
+            Observed::new(conditions::READY, false, "StandingDown", format!("{ready}; not scaling: {why}"))
+        }
+        _ => Observed::new(conditions::READY, true, "Evaluated", ready),
+    }];
 
     // Why each metric is missing, in words (the age of a stale sample is left out: it changes every evaluation
     // and would rewrite the condition each time).
@@ -357,6 +389,12 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
             "DryRun",
             "spec.dryRun is true: evaluating and reporting only",
         ),
+        Mode::StandDown => Observed::new(
+            conditions::SCALING_ACTIVE,
+            false,
+            "StandingDown",
+            o.conflict.blocker.clone().unwrap_or_else(|| "another autoscaler scales the target".into()),
+        ),
         Mode::Active if scaling_disabled => Observed::new(
             conditions::SCALING_ACTIVE,
             false,
@@ -380,7 +418,10 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
 
     let since = o.now.checked_sub(jiff::SignedDuration::try_from(FIGHT_WINDOW).unwrap_or_default()).unwrap_or(o.now);
     let external = status.history.iter().filter(|h| h.policy == EXTERNAL && h.time.0 >= since).count();
-    out.push(if external >= FIGHT_CHANGES {
+    out.push(if o.mode == Mode::StandDown {
+        // The autoscaler that acts changes the replicas: expected, not a fight this policy takes part in.
+        Observed::new(conditions::REPLICA_FIGHT, false, "StandingDown", "not scaling, so not fighting over replicas")
+    } else if external >= FIGHT_CHANGES {
         Observed::new(
             conditions::REPLICA_FIGHT,
             true,
@@ -433,7 +474,10 @@ fn evaluation(o: &Outcome<'_>) -> Evaluation {
         proposals,
         prediction: prediction(o),
         decision: rec.decision.as_str().into(),
-        reason: rec.reason.clone(),
+        reason: match (o.mode, &o.conflict.blocker) {
+            (Mode::StandDown, Some(blocker)) => format!("standing down ({blocker}): {}", rec.reason),
+            _ => rec.reason.clone(),
+        },
         limited_by: rec.limited_by.iter().map(|l| l.kind().to_string()).collect(),
     }
 }
@@ -609,6 +653,7 @@ mod tests {
             mode: Mode::Active,
             scaled,
             notes: &[],
+            conflict: Default::default(),
         }
     }
 
@@ -810,6 +855,55 @@ mod tests {
             conditions::find(&new.conditions, conditions::SCALING_ACTIVE).map(|c| c.reason.as_str()),
             Some("DryRun")
         );
+    }
+
+    #[test]
+    fn standing_down_reports_who_acts_warns_once_and_never_claims_a_scale() {
+        use super::super::conflicts::Verdict;
+        let p = policy();
+        let r = rec(2, 4, Ok(95.0));
+        let why = "also targeted by ScalingPolicy team/web-a (older; it acts): only the oldest ScalingPolicy of a target scales it: this policy evaluates but does not";
+        let verdict = Verdict {
+            conflict: Some(("ConflictingScalingPolicy", why.into())),
+            stand_down: true,
+            blocker: Some("ScalingPolicy team/web-a acts".into()),
+        };
+        let mut o = outcome(&p, &r, at(0), false);
+        o.mode = Mode::StandDown;
+        o.conflict = verdict.clone();
+        let old = ScalingPolicyStatus::default();
+        let new = next_status(&old, &o);
+        let find = |s: &ScalingPolicyStatus, t| conditions::find(&s.conditions, t).cloned().expect("condition");
+        let conflict = find(&new, conditions::CONFLICT);
+        assert_eq!(
+            (conflict.status.as_str(), conflict.reason.as_str(), conflict.message.as_str()),
+            ("True", "ConflictingScalingPolicy", why)
+        );
+        let ready = find(&new, conditions::READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "StandingDown"));
+        assert!(ready.message.ends_with(&format!("; not scaling: {why}")), "{}", ready.message);
+        assert_eq!(find(&new, conditions::SCALING_ACTIVE).reason, "StandingDown");
+        assert_eq!(
+            new.last_evaluation.as_ref().map(|e| e.reason.as_str()),
+            Some("standing down (ScalingPolicy team/web-a acts): cpu 90% vs target 60%")
+        );
+        assert!(new.history.is_empty());
+        let events = notices(&old, &new, &o);
+        assert_eq!(events, [Notice::warning("ConflictingScalingPolicy", "DetectConflict", why.into())]);
+        // The next evaluations say nothing new.
+        let mut o2 = o.clone();
+        o2.now = at(15);
+        let again = next_status(&new, &o2);
+        assert!(notices(&new, &again, &o2).is_empty());
+        // Once alone, it acts again and the condition says the conflict is over, without a warning.
+        let mut alone = outcome(&p, &r, at(30), true);
+        alone.conflict = Verdict::default();
+        let after = next_status(&again, &alone);
+        assert_eq!(find(&after, conditions::CONFLICT).status, "False");
+        assert_eq!(find(&after, conditions::READY).status, "True");
+        assert!(notices(&again, &after, &alone).iter().all(|n| !n.warning));
+        // A policy that never had a conflict gets no Conflict condition at all.
+        assert!(conditions::find(&next_status(&old, &alone).conditions, conditions::CONFLICT).is_none());
     }
 
     #[test]

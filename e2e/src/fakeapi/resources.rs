@@ -240,6 +240,11 @@ pub fn builtin_kinds() -> Vec<ApiResourceSpec> {
         workload("deployments", "Deployment", &["deploy"]),
         workload("statefulsets", "StatefulSet", &["sts"]),
         workload("replicasets", "ReplicaSet", &["rs"]),
+        ApiResourceSpec::new("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true)
+            .with_status()
+            .with_generation()
+            .with_short_names(&["hpa"])
+            .with_categories(&["all"]),
         ApiResourceSpec::new("coordination.k8s.io", "v1", "leases", "Lease", true),
         ApiResourceSpec::new("events.k8s.io", "v1", "events", "Event", true).with_short_names(&["ev"]),
         ApiResourceSpec::new(

@@ -9,6 +9,7 @@
 
 mod backtest_input;
 mod backtest_prometheus;
+mod conflicts;
 mod controller_events;
 mod controller_faults;
 mod controller_loop;
