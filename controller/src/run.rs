@@ -242,8 +242,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         grace_seconds,
     };
     let ownership = Arc::new(shard::Ownership::new(args.shards, shard_config.renew_deadline()));
+    let owns: server::Owns = if sharded {
+        let ownership = ownership.clone();
+        Box::new(move |namespace, name| ownership.owns(namespace, name))
+    } else {
+        let leader = leader.clone();
+        Box::new(move |_, _| leader.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    // The loop reports to /metrics through the liveness tracker behind /healthz.
+    let liveness = Arc::new(server::Liveness::new(metrics.clone(), owns));
     let mut context = Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
-        .with_telemetry(metrics.clone())
+        .with_telemetry(liveness.clone())
         .with_leader(leader.clone())
         .with_query_timeout(args.query_timeout)
         .with_promql_tenancy(args.promql_tenancy)
@@ -263,7 +272,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().shared();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = server::bind(args.metrics_address).await?;
-    let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), shutdown.clone()));
+    let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), Some(liveness), shutdown.clone()));
 
     let sharding = sharded.then(|| shard::start(client.clone(), shard_config, ownership, metrics.clone()));
     let election = if args.leader_election && !sharded {
