@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// Prometheus queries in flight at once, per Prometheus address (with --grouped-queries).
     #[arg(long, env = "FORESIGHT_MAX_QUERIES_IN_FLIGHT", default_value_t = 32)]
     pub max_queries_in_flight: usize,
+    /// How long an open circuit breaker (after 5 failures in a row) refuses queries before it lets one probe
+    /// through.
+    #[arg(long, env = "FORESIGHT_CIRCUIT_COOL_OFF", default_value = "30s", value_parser = crate::cli::policy_duration)]
+    pub circuit_cool_off: Duration,
     /// Queries per second one namespace may send on average (with --grouped-queries).
     #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_RATE", default_value_t = 20.0)]
     pub namespace_query_rate: f64,
@@ -223,7 +227,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let access = args.access()?;
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
-    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), metrics.clone()));
+    let breaker = BreakerConfig { cool_off: args.circuit_cool_off, ..BreakerConfig::default() };
+    let pool = Arc::new(SourcePool::new(breaker, metrics.clone()));
     let leader = Arc::new(AtomicBool::new(!args.leader_election));
     metrics.set_leader(!args.leader_election);
     let sharded = args.leader_election && args.shards > shard::SINGLE_SHARD;
@@ -380,6 +385,7 @@ mod tests {
             ("prometheus_ca_file", "FORESIGHT_PROMETHEUS_CA_FILE"),
             ("grouped_queries", "FORESIGHT_GROUPED_QUERIES"),
             ("max_queries_in_flight", "FORESIGHT_MAX_QUERIES_IN_FLIGHT"),
+            ("circuit_cool_off", "FORESIGHT_CIRCUIT_COOL_OFF"),
             ("namespace_query_rate", "FORESIGHT_NAMESPACE_QUERY_RATE"),
             ("namespace_query_burst", "FORESIGHT_NAMESPACE_QUERY_BURST"),
         ] {
@@ -400,6 +406,7 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Auto);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.query_timeout, Duration::from_secs(5));
+        assert_eq!(args.circuit_cool_off, BreakerConfig::default().cool_off);
         assert!(args.grouped_queries);
         assert_eq!(
             (args.max_queries_in_flight, args.namespace_query_rate, args.namespace_query_burst),
