@@ -50,8 +50,9 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const COOL_OFF: Duration = Duration::from_secs(2);
 /// How long after a (re)start the controller gets to list and evaluate before its cadence is judged.
 const START_GRACE: f64 = 15.0;
-/// How long after an API fault its namespace's cadence is not judged (a failed write backs off 5 s, doubling).
-const API_FAULT_SHADOW: f64 = 30.0;
+/// How long after a failed write (an injected 409/500, a conflict) its policy's cadence is not judged: the
+/// reconcile backs off 5 s, doubling per failure in a row; three in a row (the most injected at once) wait 20 s.
+const FAILED_WRITE_SHADOW: f64 = 25.0;
 /// Slack for a scale-down's data: its answer may be cached for one interval, the act takes API calls.
 const DATA_SLACK: f64 = 2.0;
 /// Slack on evaluation times (log flushing, a loaded machine).
@@ -99,6 +100,8 @@ pub struct SoakReport {
     /// Seconds spent starting Prometheus, the simulators and the controller before the soak's clock started.
     pub setup_secs: f64,
     pub violations: Vec<String>,
+    /// Where the controller's logs were kept (after violations).
+    pub kept_logs: Option<PathBuf>,
     /// The tail of the controller's last log, for a failure report.
     pub log_tail: String,
 }
@@ -131,6 +134,9 @@ impl std::fmt::Display for SoakReport {
         }
         if self.violations.len() > 25 {
             writeln!(f, "  ... and {} more", self.violations.len() - 25)?;
+        }
+        if let Some(dir) = &self.kept_logs {
+            writeln!(f, "controller logs kept in {}", dir.display())?;
         }
         Ok(())
     }
@@ -170,6 +176,8 @@ struct PolicyState {
     last_evaluation: Option<f64>,
     /// Log times of metric reads that got data.
     good_reads: Vec<f64>,
+    /// When a write for it (its /scale or its status) last failed.
+    last_failed_write: Option<f64>,
     /// Every history entry ever seen, in the order first seen (oldest first).
     history: Vec<Entry>,
     history_set: HashSet<Entry>,
@@ -217,17 +225,30 @@ impl Checker {
         let taken = server.take_requests();
         self.previous_take = self.now();
         for request in taken {
-            if request.method != "PATCH" || !request.path.ends_with("/scale") || request.status != 200 {
+            if request.method != "PATCH" {
                 continue;
             }
             let parts: Vec<&str> = request.path.split('/').collect();
             let (Some(ns), Some(name)) = (
                 parts.iter().position(|p| *p == "namespaces").and_then(|i| parts.get(i + 1)),
-                parts.iter().position(|p| *p == "deployments").and_then(|i| parts.get(i + 1)),
+                parts
+                    .iter()
+                    .position(|p| *p == "deployments" || *p == "scalingpolicies")
+                    .and_then(|i| parts.get(i + 1)),
             ) else {
                 continue;
             };
             let key = ((*ns).to_owned(), (*name).to_owned());
+            let ours = request.path.ends_with("/scale") || request.path.contains("/scalingpolicies/");
+            if request.status >= 400 && ours {
+                if let Some(&index) = self.by_target.get(&key) {
+                    self.state[index].last_failed_write = Some(self.previous_take);
+                }
+                continue;
+            }
+            if !request.path.ends_with("/scale") || request.status != 200 {
+                continue;
+            }
             let body: Value = serde_json::from_str(&request.body).unwrap_or(Value::Null);
             let Some(to) = body.pointer("/spec/replicas").and_then(Value::as_i64) else { continue };
             let Some(&index) = self.by_target.get(&key) else { continue };
@@ -359,8 +380,12 @@ impl Checker {
 
     /// When `policy`'s evaluations are undisturbed from: after the controller's start, after every fault window
     /// touching its namespace.
-    fn undisturbed_since(&self, policy: &PolicyInfo) -> f64 {
+    fn undisturbed_since(&self, index: usize) -> f64 {
+        let policy = &self.policies[index];
         let mut since = self.controller_started + START_GRACE;
+        if let Some(failed) = self.state[index].last_failed_write {
+            since = since.max(failed + FAILED_WRITE_SHADOW);
+        }
         for w in &self.windows {
             if w.affects(&policy.namespace) {
                 since = since.max(w.end);
@@ -377,7 +402,7 @@ impl Checker {
         let now = self.now();
         for index in 0..self.policies.len() {
             let p = self.policies[index].clone();
-            let since = self.undisturbed_since(&p);
+            let since = self.undisturbed_since(index);
             let allowed = 2.0 * p.interval + CADENCE_SLACK;
             if now - since < allowed {
                 continue;
@@ -394,12 +419,15 @@ impl Checker {
         }
     }
 
-    /// After the faults stopped at `stopped`: each policy read its metrics again within three intervals.
-    /// Returns the slowest recovery in intervals.
+    /// After the faults stopped at `stopped`: each policy read its metrics again within three intervals (from the
+    /// end of its retry backoff if a write of its own failed just before). Returns the slowest recovery in
+    /// intervals.
     fn recovery(&mut self, stopped: f64) -> f64 {
         let mut worst: f64 = 0.0;
         for index in 0..self.policies.len() {
             let p = self.policies[index].clone();
+            let backoff_end = self.state[index].last_failed_write.map_or(0.0, |f| f + FAILED_WRITE_SHADOW - 5.0);
+            let stopped = stopped.max(backoff_end);
             self.checks += 1;
             let first = self.state[index]
                 .good_reads
@@ -529,7 +557,7 @@ enum Action {
     PromFault { namespaces: Option<Vec<String>>, fault: PromFault, until: f64 },
     PromKill { until: f64 },
     PromRefuse { until: f64 },
-    ApiFault { path: String, status: u16, times: usize, namespace: String, kind: &'static str },
+    ApiFault { path: String, status: u16, times: usize, kind: &'static str },
     SeverApi,
     KillController { restart_after: f64 },
     Hostile { which: usize, create: bool },
@@ -581,7 +609,6 @@ fn schedule(rng: &mut StdRng, policies: &[PolicyInfo], namespaces: &[String], ch
                     path: format!("/namespaces/{}/deployments/{}/scale", p.namespace, p.name),
                     status,
                     times: rng.random_range(1..=3),
-                    namespace: p.namespace.clone(),
                     kind: if status == 409 { "api_scale_409" } else { "api_scale_500" },
                 }
             }
@@ -591,7 +618,6 @@ fn schedule(rng: &mut StdRng, policies: &[PolicyInfo], namespaces: &[String], ch
                     path: format!("/namespaces/{}/scalingpolicies/{}/status", p.namespace, p.name),
                     status,
                     times: rng.random_range(1..=3),
-                    namespace: p.namespace.clone(),
                     kind: if status == 409 { "api_status_409" } else { "api_status_500" },
                 }
             }
@@ -836,19 +862,15 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
                     checker.windows.push(Window { what: "prom_refuse", end: f64::INFINITY, namespaces: None });
                     ends.push((until, "prom_refuse", None));
                 }
-                Action::ApiFault { path, status, times, namespace, kind } => {
+                Action::ApiFault { path, status, times, kind } => {
+                    // Its shadow on the cadence starts when a write fails (see Checker::requests).
                     server.inject(Fault::new("PATCH", &path, status, times));
                     bump(&mut report.faults, kind);
-                    checker.windows.push(Window {
-                        what: "api",
-                        end: now + API_FAULT_SHADOW,
-                        namespaces: Some(vec![namespace]),
-                    });
                 }
                 Action::SeverApi => {
                     api_chaos.sever();
                     bump(&mut report.faults, "api_connections_cut_(watches_closed)");
-                    checker.windows.push(Window { what: "api", end: now + 10.0, namespaces: None });
+                    checker.windows.push(Window { what: "api", end: now + 15.0, namespaces: None });
                 }
                 Action::KillController { restart_after } => {
                     if controller.running() && restart_at.is_none() {
@@ -1009,6 +1031,10 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
         report.scale_downs += transitions.iter().filter(|(a, b)| b < a).count();
     }
     report.violations = std::mem::take(&mut checker.violations);
+    if !report.violations.is_empty() {
+        // The controller's logs (one per start) stay for the post-mortem.
+        report.kept_logs = Some(dir.keep());
+    }
     let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     report.log_tail = lines[lines.len().saturating_sub(30)..].join("\n");
