@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// Prometheus queries in flight at once, per Prometheus address (with --grouped-queries).
     #[arg(long, env = "FORESIGHT_MAX_QUERIES_IN_FLIGHT", default_value_t = 32)]
     pub max_queries_in_flight: usize,
+    /// How long an open circuit breaker (after 5 failures in a row) refuses queries before it lets one probe
+    /// through.
+    #[arg(long, env = "FORESIGHT_CIRCUIT_COOL_OFF", default_value = "30s", value_parser = crate::cli::policy_duration)]
+    pub circuit_cool_off: Duration,
     /// Queries per second one namespace may send on average (with --grouped-queries).
     #[arg(long, env = "FORESIGHT_NAMESPACE_QUERY_RATE", default_value_t = 20.0)]
     pub namespace_query_rate: f64,
@@ -223,7 +227,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let access = args.access()?;
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
-    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), metrics.clone()));
+    let breaker = BreakerConfig { cool_off: args.circuit_cool_off, ..BreakerConfig::default() };
+    let pool = Arc::new(SourcePool::new(breaker, metrics.clone()));
     let leader = Arc::new(AtomicBool::new(!args.leader_election));
     metrics.set_leader(!args.leader_election);
     let sharded = args.leader_election && args.shards > shard::SINGLE_SHARD;
@@ -242,8 +247,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         grace_seconds,
     };
     let ownership = Arc::new(shard::Ownership::new(args.shards, shard_config.renew_deadline()));
+    let owns: server::Owns = if sharded {
+        let ownership = ownership.clone();
+        Box::new(move |namespace, name| ownership.owns(namespace, name))
+    } else {
+        let leader = leader.clone();
+        Box::new(move |_, _| leader.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    // The loop reports to /metrics through the liveness tracker behind /healthz.
+    let liveness = Arc::new(server::Liveness::new(metrics.clone(), owns));
     let mut context = Context::new(client.clone(), Sources::Pool(pool), args.prometheus_address.clone(), &identity)
-        .with_telemetry(metrics.clone())
+        .with_telemetry(liveness.clone())
         .with_leader(leader.clone())
         .with_query_timeout(args.query_timeout)
         .with_promql_tenancy(args.promql_tenancy)
@@ -263,7 +277,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal().shared();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = server::bind(args.metrics_address).await?;
-    let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), shutdown.clone()));
+    let http = tokio::spawn(server::serve(listener, metrics.clone(), ready.clone(), Some(liveness), shutdown.clone()));
 
     let sharding = sharded.then(|| shard::start(client.clone(), shard_config, ownership, metrics.clone()));
     let election = if args.leader_election && !sharded {
@@ -371,6 +385,7 @@ mod tests {
             ("prometheus_ca_file", "FORESIGHT_PROMETHEUS_CA_FILE"),
             ("grouped_queries", "FORESIGHT_GROUPED_QUERIES"),
             ("max_queries_in_flight", "FORESIGHT_MAX_QUERIES_IN_FLIGHT"),
+            ("circuit_cool_off", "FORESIGHT_CIRCUIT_COOL_OFF"),
             ("namespace_query_rate", "FORESIGHT_NAMESPACE_QUERY_RATE"),
             ("namespace_query_burst", "FORESIGHT_NAMESPACE_QUERY_BURST"),
         ] {
@@ -391,6 +406,7 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Auto);
         assert_eq!(args.log_level, "info");
         assert_eq!(args.query_timeout, Duration::from_secs(5));
+        assert_eq!(args.circuit_cool_off, BreakerConfig::default().cool_off);
         assert!(args.grouped_queries);
         assert_eq!(
             (args.max_queries_in_flight, args.namespace_query_rate, args.namespace_query_burst),

@@ -180,6 +180,14 @@ fn default_target_kind() -> String {
     "Deployment".into()
 }
 
+/// An HTTP header value a policy may set: printable ASCII, spaces and tabs (no CR, LF or other control
+/// characters, which would split or smuggle headers).
+pub const HEADER_VALUE_PATTERN: &str = r"^[\t\x20-\x7e]*$";
+
+/// Every header name is an RFC 7230 token of at most 256 characters.
+const HEADER_NAMES_RULE: &str =
+    r#"self.all(k, size(k) >= 1 && size(k) <= 256 && k.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"))"#;
+
 /// Connection settings for a Prometheus-compatible query API.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -200,10 +208,12 @@ pub struct PrometheusSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PrometheusAuth>,
     /// Extra HTTP headers sent with every query (e.g. X-Scope-OrgID for Cortex, Mimir or Thanos tenants). At
-    /// most 20, values up to 1024 characters; names must be HTTP token characters, and Host, Content-Length,
-    /// Connection and similar headers that change how the request is sent are refused.
+    /// most 20; names are HTTP tokens (RFC 7230: letters, digits and !#$%&'*+-.^_`|~) of up to 256 characters,
+    /// values up to 1024 printable ASCII characters, spaces or tabs (no line breaks or control characters), and
+    /// Host, Content-Length, Connection and similar headers that change how the request is sent are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 1024, "pattern": HEADER_VALUE_PATTERN}))]
+    #[x_kube(validation = Rule::new(HEADER_NAMES_RULE).message("header names must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~) of at most 256 characters"))]
     pub headers: BTreeMap<String, String>,
     /// A PEM CA bundle to trust for an https address, read from a Secret key in the policy's namespace (same
     /// rules as auth: type foresight.dev/prometheus-credentials, "address" key naming this address).

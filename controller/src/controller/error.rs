@@ -81,6 +81,9 @@ pub enum Error {
     /// A header that would change where or how the request is sent.
     #[error("header {name:?} may not be set in spec.prometheus.headers")]
     ForbiddenHeader { name: String },
+    /// A header whose name or value could not be sent as is (a policy stored without the CRD's schema).
+    #[error("header {name:?} in spec.prometheus.headers cannot be sent: {problem}")]
+    InvalidHeader { name: String, problem: &'static str },
     /// The Prometheus settings cannot be used (bad address, header, CA...).
     #[error("invalid Prometheus settings: {0}")]
     PrometheusConfig(#[from] ConfigError),
@@ -111,6 +114,7 @@ impl Error {
             Error::SecretNotOptedIn { .. } => "secret_not_opted_in",
             Error::SecretBoundElsewhere { .. } => "secret_bound_elsewhere",
             Error::ForbiddenHeader { .. } => "forbidden_header",
+            Error::InvalidHeader { .. } => "invalid_header",
             Error::PrometheusConfig(_) => "prometheus_config",
             Error::EvaluationTimedOut { .. } => "evaluation_timed_out",
             Error::Serialize(_) => "serialize",
@@ -128,9 +132,10 @@ impl Error {
             Error::PatchStatus { .. } => "StatusWriteFailed",
             Error::GetSecret { .. } | Error::SecretKey { .. } => "SecretUnavailable",
             Error::EvaluationTimedOut { .. } => "EvaluationTimedOut",
-            Error::NoPrometheus | Error::PrometheusConfig(_) | Error::ForbiddenHeader { .. } => {
-                "PrometheusMisconfigured"
-            }
+            Error::NoPrometheus
+            | Error::PrometheusConfig(_)
+            | Error::ForbiddenHeader { .. }
+            | Error::InvalidHeader { .. } => "PrometheusMisconfigured",
             Error::PrometheusNotAllowed { .. } => "PrometheusAddressNotAllowed",
             Error::PolicyCredentialsDisabled => "PolicyCredentialsDisabled",
             Error::InvalidSecretName { .. } | Error::SecretNotOptedIn { .. } | Error::SecretBoundElsewhere { .. } => {
@@ -169,6 +174,7 @@ mod tests {
             Error::SecretNotOptedIn { name: "s".into() },
             Error::SecretBoundElsewhere { name: "s".into() },
             Error::ForbiddenHeader { name: "Host".into() },
+            Error::InvalidHeader { name: "X".into(), problem: "bad" },
             Error::PrometheusConfig(ConfigError::ZeroTimeout),
             Error::EvaluationTimedOut { deadline: std::time::Duration::from_secs(15) },
             Error::Serialize(serde_json::from_str::<i32>("x").expect_err("not json")),

@@ -350,13 +350,35 @@ pub fn check_policy_prometheus(
     if let Some(bad) = refs.iter().find(|r| !is_dns1123_subdomain(&r.name)) {
         return Err(Error::InvalidSecretName { name: crate::source::sanitise(&bad.name, 253) });
     }
-    for name in spec.headers.keys() {
-        let lower = name.trim().to_ascii_lowercase();
+    for (name, value) in &spec.headers {
+        // The schema's rules again, for a policy stored without them: nothing malformed reaches a request.
+        if name.is_empty() || name.len() > MAX_HEADER_NAME || !name.bytes().all(is_token_byte) {
+            return Err(Error::InvalidHeader {
+                name: crate::source::sanitise(name, 64),
+                problem: "its name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~, at most 256)",
+            });
+        }
+        if value.len() > MAX_HEADER_VALUE || !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            return Err(Error::InvalidHeader {
+                name: crate::source::sanitise(name, 64),
+                problem: "its value holds a line break, a control or non-ASCII character, or is over 1024 characters",
+            });
+        }
+        let lower = name.to_ascii_lowercase();
         if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
             return Err(Error::ForbiddenHeader { name: crate::source::sanitise(name, 64) });
         }
     }
     Ok(())
+}
+
+/// The longest header name and value a policy may set (as the CRD's schema says).
+const MAX_HEADER_NAME: usize = 256;
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// An RFC 7230 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// One key of an opted-in credentials Secret, only if the Secret names `address` as where it may be sent.
@@ -412,6 +434,10 @@ mod tests {
             headers: [(name.to_owned(), "x".to_owned())].into_iter().collect(),
             ..spec("http://thanos:9090")
         };
+        let with_value = |name: &str, value: &str| PrometheusSpec {
+            headers: [(name.to_owned(), value.to_owned())].into_iter().collect(),
+            ..spec("http://thanos:9090")
+        };
         let cases: Vec<(PrometheusSpec, AccessPolicy, &str)> = vec![
             (spec("http://attacker/any/path"), allowing.clone(), "PrometheusAddressNotAllowed"),
             (spec("http://thanos:9090"), AccessPolicy::default(), "PrometheusAddressNotAllowed"),
@@ -424,6 +450,14 @@ mod tests {
             (with_auth("http://thanos:9090", "../../team-b/secrets/x"), allowing.clone(), "SecretNotAllowed"),
             (with_header("Host"), allowing.clone(), "PrometheusMisconfigured"),
             (with_header("proxy-authorization"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header(" Host"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header("X-Tenant\r\nHost: evil"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header("X Tenant"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_header(&"x".repeat(257)), allowing.clone(), "PrometheusMisconfigured"),
+            (with_value("X-Scope-OrgID", "team-a\r\nHost: evil"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_value("X-Scope-OrgID", "team\u{0}a"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_value("X-Scope-OrgID", "équipe"), allowing.clone(), "PrometheusMisconfigured"),
+            (with_value("X-Scope-OrgID", &"a".repeat(1025)), allowing.clone(), "PrometheusMisconfigured"),
         ];
         for (spec, access, reason) in cases {
             let error = check_policy_prometheus(&spec, &access, DEFAULT).expect_err(reason);

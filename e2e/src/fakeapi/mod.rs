@@ -318,6 +318,12 @@ impl FakeApiServer {
         lock(&self.inner.requests).clear();
     }
 
+    /// The requests received since the last call (or the start), removed from the log: a poller never sees
+    /// one twice or misses one between reading and clearing.
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        std::mem::take(&mut *lock(&self.inner.requests))
+    }
+
     fn spec_for(store: &Store, gvr: &Gvr) -> Result<ApiResourceSpec, ApiError> {
         store.registry.find(&gvr.group, &gvr.version, &gvr.plural).cloned().ok_or_else(ApiError::no_such_path)
     }

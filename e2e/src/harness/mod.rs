@@ -510,7 +510,7 @@ async fn record(
 }
 
 /// Applies `crds/scalingpolicy.yaml` and waits until the kind is served.
-async fn apply_crd(client: &kube::Client) -> Result<(), HarnessError> {
+pub async fn apply_crd(client: &kube::Client) -> Result<(), HarnessError> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/scalingpolicy.yaml");
     let text = std::fs::read_to_string(&path)
         .map_err(|source| HarnessError::Io { context: format!("read {}", path.display()), source })?;

@@ -9,6 +9,7 @@
 
 mod backtest_input;
 mod backtest_prometheus;
+mod chaos_soak;
 mod conflicts;
 mod controller_events;
 mod controller_faults;
