@@ -69,6 +69,11 @@ fn api_server(namespaces: &[&str]) -> FakeApiServer {
 
 /// Deployment `name` with 2 replicas and a policy on it with a cpu metric and `raw` as a raw query metric.
 async fn workload(client: &kube::Client, ns: &str, name: &str, raw: &str) {
+    workload_with(client, ns, name, raw, json!({ "target": [ { "metric": "cpu", "value": 50 } ] })).await;
+}
+
+/// [`workload`] with the policy's rules `rules` (`spec.policies`).
+async fn workload_with(client: &kube::Client, ns: &str, name: &str, raw: &str, rules: serde_json::Value) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     deployments.create(&PostParams::default(), &deployment(name, 2)).await.expect("create deployment");
     let policy: ScalingPolicy = serde_json::from_value(json!({
@@ -81,7 +86,7 @@ async fn workload(client: &kube::Client, ns: &str, name: &str, raw: &str) {
             "maxReplicas": 2,
             "interval": "5s",
             "metrics": [ { "name": "cpu", "cpu": {} }, { "name": "queue", "query": { "promql": raw } } ],
-            "policies": { "target": [ { "metric": "cpu", "value": 50 } ] }
+            "policies": rules
         }
     }))
     .expect("valid policy");
@@ -147,6 +152,38 @@ async fn policies_of_a_namespace_send_one_grouped_query_per_template_part_per_in
     running.stop().await;
     assert!(sent >= 3, "the policies kept reading: {sent}");
     assert!(sent <= 3 * 4, "{sent} range queries in 15 s for {POLICIES} policies: not grouped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_with_different_threshold_durations_share_the_grouped_queries_of_their_namespace() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names: Vec<(&str, String)> = (0..POLICIES).map(|i| ("shop", format!("web{i}"))).collect();
+    let prometheus = PromServer::start(&history(&names)).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = api_server(&["shop"]);
+    let client = server.client();
+    let raw = r#"max(queue_depth{namespace="{namespace}"})"#;
+    for (i, (ns, name)) in names.iter().enumerate() {
+        // Lookbacks of 15 s and 20 s (the duration plus one 5 s interval): 3 and 4 steps, one 4-step query.
+        let duration = if i % 2 == 0 { "10s" } else { "15s" };
+        let rules = json!({ "threshold": [ { "metric": "cpu", "scaleUpAbove": 90, "scaleUpFor": duration } ] });
+        workload_with(&client, ns, name, raw, rules).await;
+    }
+    let running =
+        testkit::spawn_controller(context(client.clone(), &prometheus, Some(GroupedConfig::default())), &[], 4);
+    running.synced(Duration::from_secs(15)).await;
+    for (status, message, cpu) in metrics_conditions(&client, "shop", POLICIES).await {
+        assert_eq!(status, "True", "{message}");
+        assert!(cpu.is_some_and(|v| (v - 70.0).abs() < 1e-6), "each policy sees its own pods' 70 %: {cpu:?}");
+    }
+    // As with one lookback: 3 queries per evaluation time, at most 4 evaluation times in 15 s. One query per
+    // distinct lookback would be 6 per evaluation time.
+    let before = range_queries(&prometheus).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let sent = range_queries(&prometheus).await - before;
+    eprintln!("{sent} range queries in 15 s for {POLICIES} policies with two threshold durations");
+    running.stop().await;
+    assert!(sent >= 3, "the policies kept reading: {sent}");
+    assert!(sent <= 3 * 4, "{sent} range queries in 15 s: one query per distinct lookback");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
