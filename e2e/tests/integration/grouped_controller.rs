@@ -217,3 +217,61 @@ async fn a_namespace_that_floods_prometheus_is_throttled_alone() {
     assert!(flood.iter().all(|(_, _, cpu)| cpu.is_some_and(|v| (v - 70.0).abs() < 1e-6)), "grouped cpu still fits");
     assert_eq!(quiet[0].0, "True", "the quiet namespace is not throttled: {quiet:?}");
 }
+
+/// A predictive policy reads its week of history once per refit (every `step`), not every interval: 11
+/// evaluations a minute apart with a 5 min step are 11 grouped metric reads and 3 history reads (at 0, 5 and
+/// 10 min), each history read one range query (a week at 5 min is 2,016 points, one chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictive_policy_reads_its_history_once_per_refit() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const WEEK: i64 = 7 * 86_400;
+    let minute = Duration::from_secs(60);
+    let points = (WEEK + 3600) as usize / 60;
+    let mut b = OpenMetricsBuilder::new();
+    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb"] {
+        let labels = [("namespace", testkit::NAMESPACE), ("pod", pod), ("code", "200")];
+        b = b.counter("http_requests", &labels, every(t(0), minute, points, |i, _| 6000.0 * i as f64));
+    }
+    let prometheus = PromServer::start(&b.build().expect("valid history"))
+        .unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = testkit::api_server();
+    let (_, policies) = testkit::web_deployment(&server, 2).await;
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
+            "targetRef": { "name": "web" },
+            "minReplicas": 1,
+            "maxReplicas": 30,
+            "interval": "1m",
+            "metrics": [ { "name": "rps", "requestRate": { "window": "2m" } } ],
+            "policies": { "predictive": {
+                "metric": "rps", "capacityPerReplica": 100, "lookahead": "15m", "history": "7d", "step": "5m"
+            } }
+        }),
+    )
+    .await;
+    let now = Arc::new(AtomicI64::new(0));
+    let clock_now = now.clone();
+    let clock: foresight::controller::Clock =
+        Arc::new(move || jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).expect("valid clock"));
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let reader = Arc::new(GroupedReader::new(GroupedConfig::default(), Arc::new(foresight::metrics::Metrics::new())));
+    let ctx = Arc::new(
+        Context::new(server.client(), Sources::Pool(pool), Some(prometheus.url()), "refit-test")
+            .with_clock(clock)
+            .with_grouped(Some(reader)),
+    );
+    let before = range_queries(&prometheus).await;
+    for m in 0..=10 {
+        now.store(t(WEEK + m * 60).as_second(), Ordering::SeqCst);
+        let sp = Arc::new(policies.get("web").await.expect("policy"));
+        foresight::controller::reconcile(sp, ctx.clone()).await.unwrap_or_else(|e| panic!("reconcile at {m}: {e}"));
+    }
+    let sent = range_queries(&prometheus).await - before;
+    let status = policies.get("web").await.expect("policy").status.expect("status");
+    let forecast = status.last_evaluation.and_then(|e| e.prediction).expect("a forecast");
+    assert!(forecast.used, "fitted on the history: {forecast:?}");
+    assert_eq!(sent, 11 + 3, "11 metric reads and one history read per refit");
+}
