@@ -41,8 +41,8 @@ use jiff::Timestamp;
 use tokio::sync::Semaphore;
 
 use super::budget::{BudgetConfig, Budgets};
+use super::promql::Plan;
 use super::{LabeledSeries, MetricsSource, PrometheusConfig, Sample, SourceError, aggregate};
-use crate::promql::Plan;
 
 /// Limits of the grouped reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -314,7 +314,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::promql::{Combine, GroupedQuery};
+    use crate::source::promql::{Combine, GroupedQuery};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
