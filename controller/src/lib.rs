@@ -5,8 +5,8 @@
 //! - [`forecast`]: the pure regression forecaster behind the predictive policy, and `forecast::Predictor`, which caches its fits.
 //! - [`backtest`]: replays a policy against a recorded trace, next to the HPA, a static count and an oracle.
 //! - [`api`]: the `ScalingPolicy` custom resource and its conversion into the engine's policy.
-//! - [`source`]: where metric samples come from (Prometheus, or memory in tests).
-//! - [`promql`]: the built-in PromQL templates.
+//! - [`source`]: where metric samples come from: the PromQL templates and planner (`source::promql`), grouped
+//!   reads, budgets, the Prometheus client, breakers and pool (or memory in tests).
 //! - [`controller`]: the reconcile loop (observe, decide, act) and what it writes to status and events.
 //! - [`run`], [`leader`], [`shard`], [`server`], [`metrics`], [`telemetry`]: `foresight run`'s wiring.
 
@@ -19,7 +19,6 @@ pub mod engine;
 pub mod forecast;
 pub mod leader;
 pub mod metrics;
-pub mod promql;
 pub mod run;
 pub mod server;
 pub mod shard;

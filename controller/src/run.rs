@@ -23,10 +23,10 @@ use crate::{
     controller::{self, Context, RunOptions, Sources},
     leader,
     metrics::Metrics,
-    promql::tenancy::Tenancy,
     server, shard,
     source::{
         AccessPolicy, Auth, BreakerConfig, GroupedConfig, GroupedReader, Limits, SourcePool, budget::BudgetConfig,
+        promql::tenancy::Tenancy,
     },
     telemetry::{self, LogFormat},
 };

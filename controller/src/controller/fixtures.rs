@@ -13,8 +13,10 @@ use tower_test::mock::{self, Handle};
 use super::{Context, Error, Sources, reconcile};
 use crate::{
     api::{ScalingPolicy, ScalingPolicySpec},
-    promql::{self, Scope},
-    source::{InMemorySource, Sample},
+    source::{
+        InMemorySource, Sample,
+        promql::{self, Scope},
+    },
 };
 
 const NOW: i64 = 1_704_067_200;

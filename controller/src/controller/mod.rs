@@ -158,7 +158,7 @@ pub struct Context {
     /// With sharding, the shards this replica holds: a policy is owned when its shard is (instead of `leader`).
     pub shards: Option<Arc<crate::shard::Ownership>>,
     /// Whether every query is confined to its policy's namespace (`--promql-tenancy`).
-    pub promql_tenancy: crate::promql::tenancy::Tenancy,
+    pub promql_tenancy: crate::source::promql::tenancy::Tenancy,
     /// Who else scales each target (other policies, HPAs, ScaledObjects), from the watches.
     pub conflicts: Arc<conflicts::Conflicts>,
     resolver: target::Resolver,
@@ -232,7 +232,7 @@ impl Context {
     }
 
     /// Confines every query to its policy's namespace (`--promql-tenancy=namespace`).
-    pub fn with_promql_tenancy(mut self, tenancy: crate::promql::tenancy::Tenancy) -> Self {
+    pub fn with_promql_tenancy(mut self, tenancy: crate::source::promql::tenancy::Tenancy) -> Self {
         self.promql_tenancy = tenancy;
         self
     }

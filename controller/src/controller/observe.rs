@@ -26,10 +26,11 @@ use crate::{
         behavior::{after, before},
         policy::PredictiveRule,
     },
-    promql::{self, Scope},
     source::{
         AccessPolicy, Auth, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, GroupedReader, MetricsSource,
-        PrometheusConfig, grouped, is_dns1123_subdomain, same_address,
+        PrometheusConfig, grouped, is_dns1123_subdomain,
+        promql::{self, Scope},
+        same_address,
     },
 };
 
@@ -202,7 +203,7 @@ async fn read_metrics(
     namespace: &str,
     now: Timestamp,
     timeout: Duration,
-    tenancy: crate::promql::tenancy::Tenancy,
+    tenancy: crate::source::promql::tenancy::Tenancy,
 ) -> BTreeMap<String, Series> {
     let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(tenancy);
     let lookback = jiff::SignedDuration::try_from(policy.lookback()).unwrap_or(jiff::SignedDuration::from_mins(5));

@@ -20,15 +20,15 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use regex::Regex;
 
+use super::promql::Combine;
 use super::{LabeledSeries, Sample};
-use crate::promql::Combine;
 
 /// The policy's pod regex as Prometheus applies `=~`: anchored at both ends.
 pub fn anchored(pod_regex: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pod_regex})$"))
 }
 
-/// One policy's series from the grouped answers `parts` (in the order of [`crate::promql::GroupedQuery::parts`]).
+/// One policy's series from the grouped answers `parts` (in the order of [`super::promql::GroupedQuery::parts`]).
 pub fn combine(combine: Combine, parts: &[&[LabeledSeries]], pods: &Regex) -> Vec<Sample> {
     let matching = |part: &[LabeledSeries]| -> Vec<usize> {
         part.iter()

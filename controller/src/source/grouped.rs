@@ -13,9 +13,11 @@
 //! **Why range queries.** Threshold rules need the samples of their `for` window, not only the current value.
 //! Rather than keeping that history in memory (lost on a restart or a leader change), each grouped query is
 //! one range query over the policy's lookback ending at the interval-aligned evaluation time: every policy of a
-//! namespace with the same template, window, container selector, interval and lookback shares it, and a new
-//! leader sees exactly what the old one saw. Nothing lives only in memory but the cache of the current
-//! interval's answers.
+//! namespace with the same template, window, container selector and interval shares it, and a new leader sees
+//! exactly what the old one saw. Lookbacks are rounded up to a power of two steps ([`covering_start`]), so
+//! policies with different threshold durations share the query that covers them all (one per doubling) and
+//! each keeps its own samples. Nothing lives only in memory but the cache of the current interval's answers;
+//! there is nothing to refill after a restart or a leader or shard change.
 //!
 //! **Never stale across intervals.** The key holds the aligned end time (`floor(now / step) * step`), so the
 //! first read of a new interval misses and sends a fresh query; entries are dropped once their interval is over.
@@ -39,8 +41,8 @@ use jiff::Timestamp;
 use tokio::sync::Semaphore;
 
 use super::budget::{BudgetConfig, Budgets};
+use super::promql::Plan;
 use super::{LabeledSeries, MetricsSource, PrometheusConfig, Sample, SourceError, aggregate};
-use crate::promql::Plan;
 
 /// Limits of the grouped reader.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +156,22 @@ pub fn aligned(now: Timestamp, step: Duration) -> Timestamp {
     Timestamp::from_millisecond(ms - ms.rem_euclid(step_ms)).unwrap_or(now)
 }
 
+/// Where the query for a read from `start` to `end` at `step` begins: its lookback rounded up to a power of two
+/// steps (1, 2, 4, 8, ...), so that the policies of a namespace with different threshold durations or windows
+/// share a handful of queries (at most one per doubling) instead of one per distinct lookback, at the price of
+/// at most twice the points.
+pub fn covering_start(start: Timestamp, end: Timestamp, step: Duration) -> Timestamp {
+    let step_ms = step.as_millis().clamp(1, i64::MAX as u128) as i64;
+    let span = end.as_millisecond().saturating_sub(start.as_millisecond());
+    if span <= 0 {
+        return start;
+    }
+    let steps = (span + step_ms - 1) / step_ms;
+    let covering = u64::try_from(steps).unwrap_or(u64::MAX).checked_next_power_of_two().unwrap_or(u64::MAX);
+    let back = i64::try_from(covering).unwrap_or(i64::MAX).saturating_mul(step_ms);
+    Timestamp::from_millisecond(end.as_millisecond().saturating_sub(back)).unwrap_or(start).min(start)
+}
+
 impl GroupedReader {
     pub fn new(config: GroupedConfig, counter: Arc<dyn QueryCounter>) -> Self {
         let state = State { budgets: Budgets::new(config.budget), ..State::default() };
@@ -175,19 +193,26 @@ impl GroupedReader {
         step: Duration,
         now: Timestamp,
     ) -> Result<Vec<Sample>, ReadError> {
+        // Policies whose lookbacks round up to the same number of steps share one query; each keeps its own
+        // samples, from `start` on.
+        let covering = covering_start(start, end, step);
+        let own = |mut samples: Vec<Sample>| {
+            samples.retain(|s| s.time >= start);
+            samples
+        };
         let fetch = |labeled, query: &str| {
             let key = Key {
                 prometheus: prometheus.clone(),
                 labeled,
                 query: query.to_owned(),
-                start_ms: start.as_millisecond(),
+                start_ms: covering.as_millisecond(),
                 end_ms: end.as_millisecond(),
                 step,
             };
             self.fetch(key, source, namespace, now)
         };
         let single = |answer: &Answered| match answer {
-            Answered::Single(samples) => Ok(samples.clone()),
+            Answered::Single(samples) => Ok(own(samples.clone())),
             _ => Err(ReadError::Source(SourceError::Decode { message: "unexpected grouped answer".into() })),
         };
         let grouped = match plan {
@@ -211,7 +236,7 @@ impl GroupedReader {
                 }
             }
         }
-        Ok(aggregate::combine(grouped.combine, &series, &pods))
+        Ok(own(aggregate::combine(grouped.combine, &series, &pods)))
     }
 
     /// The cached answer for `key`, or a new query for it (budget permitting).
@@ -289,7 +314,7 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::promql::{Combine, GroupedQuery};
+    use crate::source::promql::{Combine, GroupedQuery};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -423,6 +448,79 @@ mod tests {
             .read(&PrometheusConfig::new("http://p:9090"), &source, "ns", &plan("web"), at(0), at(0), STEP, at(0))
             .await;
         assert_eq!(samples, Ok(vec![]));
+    }
+
+    /// Answers a sample at every step of the range asked, for two pods, and records each range asked.
+    #[derive(Default)]
+    struct Stepping {
+        asked: Mutex<Vec<(Timestamp, Timestamp)>>,
+    }
+
+    fn steps(start: Timestamp, end: Timestamp, step: Duration, value: f64) -> Vec<Sample> {
+        let step = jiff::SignedDuration::try_from(step).expect("step");
+        std::iter::successors(Some(start), |t| t.checked_add(step).ok())
+            .take_while(|t| *t <= end)
+            .map(|t| Sample::new(t, value))
+            .collect()
+    }
+
+    impl MetricsSource for Stepping {
+        fn instant<'a>(&'a self, _: &'a str, _: Timestamp) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn range<'a>(
+            &'a self,
+            _: &'a str,
+            start: Timestamp,
+            end: Timestamp,
+            step: Duration,
+        ) -> BoxFuture<'a, Result<Vec<Sample>, SourceError>> {
+            self.asked.lock().expect("lock").push((start, end));
+            Box::pin(async move { Ok(steps(start, end, step, 7.0)) })
+        }
+        fn range_labeled<'a>(
+            &'a self,
+            _: &'a str,
+            start: Timestamp,
+            end: Timestamp,
+            step: Duration,
+        ) -> Option<BoxFuture<'a, Result<Vec<LabeledSeries>, SourceError>>> {
+            self.asked.lock().expect("lock").push((start, end));
+            let pod = move |name: &str, v| LabeledSeries {
+                labels: BTreeMap::from([("pod".to_string(), name.to_string())]),
+                samples: steps(start, end, step, v),
+            };
+            Some(Box::pin(async move { Ok(vec![pod("web-0", 1.0), pod("web-1", 2.0)]) }))
+        }
+    }
+
+    #[tokio::test]
+    async fn policies_with_different_lookbacks_share_the_query_covering_them_and_keep_their_own_samples() {
+        let stepping = Arc::new(Stepping::default());
+        let source: Arc<dyn MetricsSource> = stepping.clone();
+        let reader = GroupedReader::new(GroupedConfig::default(), Arc::new(NoopCounter));
+        let config = PrometheusConfig::new("http://prom:9090");
+        let now = at(3);
+        let end = aligned(now, STEP);
+        let back = |n: i64| end.checked_sub(jiff::SignedDuration::from_secs(15 * n)).expect("start");
+        for plan in [plan("web-[0-9]+"), Plan::Single("max(queue)".into())] {
+            stepping.asked.lock().expect("lock").clear();
+            // Lookbacks of 3 and 4 steps (say a 30 s and a 45 s threshold duration) round up to 4 steps.
+            let short = reader.read(&config, &source, "ns", &plan, back(3), end, STEP, now).await.expect("read");
+            let long = reader.read(&config, &source, "ns", &plan, back(4), end, STEP, now).await.expect("read");
+            assert_eq!(*stepping.asked.lock().expect("lock"), [(back(4), end)], "one query covers both lookbacks");
+            assert_eq!(short.first().map(|s| s.time), Some(back(3)), "the shorter lookback gets its own samples");
+            assert_eq!((short.len(), long.len()), (4, 5));
+            assert!(short.iter().all(|s| s.value == short[0].value) && long.last() == short.last());
+            // 5 steps round up to 8: a second query, and no more for 6, 7 or 8.
+            for n in 5..=8 {
+                let samples = reader.read(&config, &source, "ns", &plan, back(n), end, STEP, now).await.expect("read");
+                assert_eq!(samples.len(), n as usize + 1);
+            }
+            assert_eq!(stepping.asked.lock().expect("lock").len(), 2, "{:?}", stepping.asked.lock().expect("lock"));
+        }
+        assert_eq!(covering_start(back(1), end, STEP), back(1));
+        assert_eq!(covering_start(end, end, STEP), end, "an instant read stays one point");
     }
 
     #[test]

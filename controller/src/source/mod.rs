@@ -1,4 +1,14 @@
-//! Where metric values come from.
+//! Where metric values come from: everything between a policy's `spec.metrics` and the samples the engine reads.
+//!
+//! ```text
+//!   promql/       templates (mod.rs: the PromQL of each built-in source, escaping), planner (plan.rs: grouped
+//!                 per-pod queries or a query of its own), tenancy.rs (--promql-tenancy)
+//!   grouped.rs    one query per namespace, template and interval, shared by its policies; budget.rs: a token
+//!                 bucket per namespace; aggregate.rs: each policy's number from the per-pod answers
+//!   prometheus.rs the client (PrometheusSource); access.rs: which addresses and credentials a policy may use
+//!   breaker.rs    circuit breakers; pool.rs: one breaker-wrapped client per Prometheus config and namespace
+//!   memory.rs     InMemorySource, for tests and backtests
+//! ```
 //!
 //! The engine never talks to Prometheus directly: it asks a [`MetricsSource`] for one series and gets plain
 //! [`Sample`]s back. Two implementations live here, plus the plumbing that keeps a flaky Prometheus from
@@ -27,6 +37,7 @@ pub mod grouped;
 mod memory;
 mod pool;
 mod prometheus;
+pub mod promql;
 
 pub use access::{
     AccessPolicy, CREDENTIALS_ADDRESS_KEY, CREDENTIALS_SECRET_TYPE, DEFAULT_MAX_QUERY_TIMEOUT, address_for_humans,

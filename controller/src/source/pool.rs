@@ -6,6 +6,8 @@
 //! that breaker counts transport failures only. Timeouts and server errors, which one namespace's expensive
 //! queries can provoke, count towards that namespace's own breaker, so one tenant cannot cut the others off.
 //! Configs that differ only in credentials or headers get their own client but still share the address's breaker.
+//! The namespaces using one config share its HTTP client (connection pool, TLS roots: about a megabyte each);
+//! only their breakers are their own.
 
 use super::breaker::{BreakerConfig, BreakerSource, CircuitBreaker, CircuitState, Clock, system_clock};
 use super::prometheus::{ConfigError, PrometheusConfig, PrometheusSource};
@@ -16,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Default)]
 struct Entries {
     sources: HashMap<(PrometheusConfig, String), Arc<BreakerSource>>,
+    clients: HashMap<PrometheusConfig, Arc<PrometheusSource>>,
     circuits: HashMap<String, Arc<CircuitBreaker>>,
     tenants: HashMap<(String, String), Arc<CircuitBreaker>>,
 }
@@ -58,7 +61,14 @@ impl SourcePool {
         if let Some(source) = entries.sources.get(&key) {
             return Ok(source.clone());
         }
-        let prometheus = Arc::new(PrometheusSource::new(config)?);
+        let prometheus = match entries.clients.get(config) {
+            Some(client) => client.clone(),
+            None => {
+                let client = Arc::new(PrometheusSource::new(config)?);
+                entries.clients.insert(config.clone(), client.clone());
+                client
+            }
+        };
         let label = address_label(&config.address);
         let circuit = entries
             .circuits
@@ -104,6 +114,7 @@ impl SourcePool {
     pub fn retain(&self, keep: impl Fn(&PrometheusConfig) -> bool) {
         let mut entries = self.lock();
         entries.sources.retain(|(config, _), _| keep(config));
+        entries.clients.retain(|config, _| keep(config));
         let live: std::collections::HashSet<(String, String)> =
             entries.sources.keys().map(|(config, ns)| (address_label(&config.address), ns.clone())).collect();
         entries.tenants.retain(|key, _| live.contains(key));
@@ -111,9 +122,14 @@ impl SourcePool {
         entries.circuits.retain(|address, _| addresses.contains(address));
     }
 
-    /// How many distinct clients exist.
+    /// How many distinct sources (config and namespace) exist.
     pub fn len(&self) -> usize {
         self.lock().sources.len()
+    }
+
+    /// How many HTTP clients exist: one per distinct config, whatever the namespaces using it.
+    pub fn clients(&self) -> usize {
+        self.lock().clients.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,6 +184,26 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(pool.len(), 2);
         assert_eq!(pool.circuit_states(), [("http://prom:9090".to_owned(), CircuitState::Closed)]);
+    }
+
+    #[test]
+    fn namespaces_using_one_config_share_its_http_client_but_not_their_breakers() {
+        let pool = pool();
+        let config = PrometheusConfig::new("http://prom:9090");
+        for n in 0..100 {
+            pool.get_or_create(&config, &format!("ns{n}")).expect("valid");
+        }
+        assert_eq!((pool.len(), pool.clients()), (100, 1), "one client for 100 namespaces");
+        let users = Arc::strong_count(&pool.lock().clients[&config]);
+        assert_eq!(users, 1 + 100, "every namespace's source queries through the same client");
+        assert!(!Arc::ptr_eq(
+            &pool.tenant_circuit("http://prom:9090", "ns0").expect("breaker"),
+            &pool.tenant_circuit("http://prom:9090", "ns1").expect("breaker")
+        ));
+        pool.get_or_create(&PrometheusConfig { auth: Some(Auth::Bearer("t".into())), ..config }, "ns0").expect("valid");
+        assert_eq!(pool.clients(), 2, "other credentials: another client");
+        pool.retain(|c| c.auth.is_none());
+        assert_eq!(pool.clients(), 1);
     }
 
     #[test]

@@ -69,6 +69,11 @@ fn api_server(namespaces: &[&str]) -> FakeApiServer {
 
 /// Deployment `name` with 2 replicas and a policy on it with a cpu metric and `raw` as a raw query metric.
 async fn workload(client: &kube::Client, ns: &str, name: &str, raw: &str) {
+    workload_with(client, ns, name, raw, json!({ "target": [ { "metric": "cpu", "value": 50 } ] })).await;
+}
+
+/// [`workload`] with the policy's rules `rules` (`spec.policies`).
+async fn workload_with(client: &kube::Client, ns: &str, name: &str, raw: &str, rules: serde_json::Value) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     deployments.create(&PostParams::default(), &deployment(name, 2)).await.expect("create deployment");
     let policy: ScalingPolicy = serde_json::from_value(json!({
@@ -81,7 +86,7 @@ async fn workload(client: &kube::Client, ns: &str, name: &str, raw: &str) {
             "maxReplicas": 2,
             "interval": "5s",
             "metrics": [ { "name": "cpu", "cpu": {} }, { "name": "queue", "query": { "promql": raw } } ],
-            "policies": { "target": [ { "metric": "cpu", "value": 50 } ] }
+            "policies": rules
         }
     }))
     .expect("valid policy");
@@ -150,6 +155,38 @@ async fn policies_of_a_namespace_send_one_grouped_query_per_template_part_per_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_with_different_threshold_durations_share_the_grouped_queries_of_their_namespace() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names: Vec<(&str, String)> = (0..POLICIES).map(|i| ("shop", format!("web{i}"))).collect();
+    let prometheus = PromServer::start(&history(&names)).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = api_server(&["shop"]);
+    let client = server.client();
+    let raw = r#"max(queue_depth{namespace="{namespace}"})"#;
+    for (i, (ns, name)) in names.iter().enumerate() {
+        // Lookbacks of 15 s and 20 s (the duration plus one 5 s interval): 3 and 4 steps, one 4-step query.
+        let duration = if i % 2 == 0 { "10s" } else { "15s" };
+        let rules = json!({ "threshold": [ { "metric": "cpu", "scaleUpAbove": 90, "scaleUpFor": duration } ] });
+        workload_with(&client, ns, name, raw, rules).await;
+    }
+    let running =
+        testkit::spawn_controller(context(client.clone(), &prometheus, Some(GroupedConfig::default())), &[], 4);
+    running.synced(Duration::from_secs(15)).await;
+    for (status, message, cpu) in metrics_conditions(&client, "shop", POLICIES).await {
+        assert_eq!(status, "True", "{message}");
+        assert!(cpu.is_some_and(|v| (v - 70.0).abs() < 1e-6), "each policy sees its own pods' 70 %: {cpu:?}");
+    }
+    // As with one lookback: 3 queries per evaluation time, at most 4 evaluation times in 15 s. One query per
+    // distinct lookback would be 6 per evaluation time.
+    let before = range_queries(&prometheus).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let sent = range_queries(&prometheus).await - before;
+    eprintln!("{sent} range queries in 15 s for {POLICIES} policies with two threshold durations");
+    running.stop().await;
+    assert!(sent >= 3, "the policies kept reading: {sent}");
+    assert!(sent <= 3 * 4, "{sent} range queries in 15 s: one query per distinct lookback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_that_floods_prometheus_is_throttled_alone() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut names: Vec<(&str, String)> = (0..POLICIES).map(|i| ("flood", format!("w{i}"))).collect();
@@ -179,4 +216,62 @@ async fn a_namespace_that_floods_prometheus_is_throttled_alone() {
     assert!(throttled.count() >= POLICIES / 2, "the flooding namespace is held back and says so: {flood:?}");
     assert!(flood.iter().all(|(_, _, cpu)| cpu.is_some_and(|v| (v - 70.0).abs() < 1e-6)), "grouped cpu still fits");
     assert_eq!(quiet[0].0, "True", "the quiet namespace is not throttled: {quiet:?}");
+}
+
+/// A predictive policy reads its week of history once per refit (every `step`), not every interval: 11
+/// evaluations a minute apart with a 5 min step are 11 grouped metric reads and 3 history reads (at 0, 5 and
+/// 10 min), each history read one range query (a week at 5 min is 2,016 points, one chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictive_policy_reads_its_history_once_per_refit() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const WEEK: i64 = 7 * 86_400;
+    let minute = Duration::from_secs(60);
+    let points = (WEEK + 3600) as usize / 60;
+    let mut b = OpenMetricsBuilder::new();
+    for pod in ["web-7c9f8d6b5-aaaaa", "web-7c9f8d6b5-bbbbb"] {
+        let labels = [("namespace", testkit::NAMESPACE), ("pod", pod), ("code", "200")];
+        b = b.counter("http_requests", &labels, every(t(0), minute, points, |i, _| 6000.0 * i as f64));
+    }
+    let prometheus = PromServer::start(&b.build().expect("valid history"))
+        .unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = testkit::api_server();
+    let (_, policies) = testkit::web_deployment(&server, 2).await;
+    testkit::create_policy(
+        &policies,
+        "web",
+        json!({
+            "targetRef": { "name": "web" },
+            "minReplicas": 1,
+            "maxReplicas": 30,
+            "interval": "1m",
+            "metrics": [ { "name": "rps", "requestRate": { "window": "2m" } } ],
+            "policies": { "predictive": {
+                "metric": "rps", "capacityPerReplica": 100, "lookahead": "15m", "history": "7d", "step": "5m"
+            } }
+        }),
+    )
+    .await;
+    let now = Arc::new(AtomicI64::new(0));
+    let clock_now = now.clone();
+    let clock: foresight::controller::Clock =
+        Arc::new(move || jiff::Timestamp::from_second(clock_now.load(Ordering::SeqCst)).expect("valid clock"));
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let reader = Arc::new(GroupedReader::new(GroupedConfig::default(), Arc::new(foresight::metrics::Metrics::new())));
+    let ctx = Arc::new(
+        Context::new(server.client(), Sources::Pool(pool), Some(prometheus.url()), "refit-test")
+            .with_clock(clock)
+            .with_grouped(Some(reader)),
+    );
+    let before = range_queries(&prometheus).await;
+    for m in 0..=10 {
+        now.store(t(WEEK + m * 60).as_second(), Ordering::SeqCst);
+        let sp = Arc::new(policies.get("web").await.expect("policy"));
+        foresight::controller::reconcile(sp, ctx.clone()).await.unwrap_or_else(|e| panic!("reconcile at {m}: {e}"));
+    }
+    let sent = range_queries(&prometheus).await - before;
+    let status = policies.get("web").await.expect("policy").status.expect("status");
+    let forecast = status.last_evaluation.and_then(|e| e.prediction).expect("a forecast");
+    assert!(forecast.used, "fitted on the history: {forecast:?}");
+    assert_eq!(sent, 11 + 3, "11 metric reads and one history read per refit");
 }

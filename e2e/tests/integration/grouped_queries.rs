@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foresight::api::spec::{CounterMetric, LatencyMetric, Metric, QueryMetric, ResourceMetric, TargetRef};
-use foresight::promql::{self, Plan, Scope};
+use foresight::source::promql::{self, Plan, Scope};
 use foresight::source::{
     GroupedConfig, GroupedReader, MetricsSource, PrometheusConfig, PrometheusSource, QueryCounter, Sample,
 };

@@ -6,7 +6,7 @@
 //! namespace `other`, and the `POD` (pause) container of every pod.
 
 use foresight::api::spec::{CounterMetric, LatencyMetric, Metric, QueryMetric, ResourceMetric, TargetRef};
-use foresight::promql::{self, Scope};
+use foresight::source::promql::{self, Scope};
 use foresight::source::{MetricsSource, PrometheusConfig, PrometheusSource};
 use foresight_e2e::prometheus::{OpenMetricsBuilder, PromServer, every};
 use foresight_e2e::testkit::t;

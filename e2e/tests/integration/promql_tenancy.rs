@@ -6,8 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use foresight::{
     controller::{Context, Sources},
-    promql::tenancy::Tenancy,
-    source::{InMemorySource, Sample},
+    source::{InMemorySource, Sample, promql::tenancy::Tenancy},
 };
 use foresight_e2e::testkit::{self, NAMESPACE, eventually};
 use jiff::Timestamp;
