@@ -208,7 +208,8 @@ pub struct PrometheusSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<PrometheusAuth>,
     /// Extra HTTP headers sent with every query (e.g. X-Scope-OrgID for Cortex, Mimir or Thanos tenants). At
-    /// most 20; names are HTTP tokens (RFC 7230: letters, digits and !#$%&'*+-.^_`|~) of up to 256 characters,
+    /// most 20; names are HTTP tokens (RFC 7230: letters, digits and the symbols it allows, no spaces, colons or
+    /// brackets) of up to 256 characters,
     /// values up to 1024 printable ASCII characters, spaces or tabs (no line breaks or control characters), and
     /// Host, Content-Length, Connection and similar headers that change how the request is sent are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
