@@ -57,8 +57,6 @@ pub struct Predictor {
     detected: Option<(Timestamp, f64, Structure)>,
     /// How many period detections this predictor ran.
     detections: u64,
-    /// Reused buffer of (unix seconds, value) for the fit.
-    buffer: Vec<(f64, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -86,7 +84,6 @@ impl Predictor {
             fitted: None,
             detected: None,
             detections: 0,
-            buffer: Vec::new(),
         }
     }
 
@@ -127,14 +124,14 @@ impl Predictor {
 
     fn fit(&mut self, history: &[Sample], now: Timestamp) -> Fit {
         let since = now.as_second().saturating_sub(self.rule.history.as_secs() as i64);
-        self.buffer.clear();
-        self.buffer.extend(
-            history
-                .iter()
-                .filter(|s| s.time <= now && s.time.as_second() >= since && s.value.is_finite())
-                .map(|s| (seconds(s.time), s.value)),
-        );
-        let samples = self.buffer.len();
+        // Built per refit, not kept: a week at 5 minutes is 32 KiB, more than three times what the fitted model keeps,
+        // and the fit allocates more than that anyway.
+        let points: Vec<(f64, f64)> = history
+            .iter()
+            .filter(|s| s.time <= now && s.time.as_second() >= since && s.value.is_finite())
+            .map(|s| (seconds(s.time), s.value))
+            .collect();
+        let samples = points.len();
         if samples < self.config.min_samples {
             return Fit::Abstain {
                 reason: format!(
@@ -151,7 +148,7 @@ impl Predictor {
             SeasonalitySpec::Weekly => Seasonality::Weekly,
             SeasonalitySpec::DailyWeekly => Seasonality::DailyWeekly,
         };
-        let span = match (self.buffer.first(), self.buffer.last()) {
+        let span = match (points.first(), points.last()) {
             (Some(first), Some(last)) => last.0 - first.0,
             _ => 0.0,
         };
@@ -167,12 +164,12 @@ impl Predictor {
             _ => None,
         };
         let result = match known {
-            Some(structure) => forecast::refit(&self.buffer, &self.config, structure),
+            Some(structure) => forecast::refit(&points, &self.config, structure),
             None => {
                 if self.config.seasonality == Seasonality::Auto {
                     self.detections += 1;
                 }
-                forecast::fit(&self.buffer, &self.config).inspect(|model| {
+                forecast::fit(&points, &self.config).inspect(|model| {
                     self.detected = Some((now, span, model.structure().clone()));
                 })
             }
