@@ -346,6 +346,11 @@ async fn leader_failover_exactly_one_patches_and_the_standby_takes_over() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    // The action is counted after the status write that follows the /scale patch: wait for the leader's count.
+    h.wait_for("the leader to count its scale action", Duration::from_secs(20), || async {
+        (actions(&h, leader) >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!((actions(&h, leader), actions(&h, standby)), (1.0, 0.0), "exactly the leader patches");
     // The Event follows the status write, which follows the /scale patch the replicas show: wait for it.
     let events = h
@@ -365,6 +370,10 @@ async fn leader_failover_exactly_one_patches_and_the_standby_takes_over() {
     })
     .await;
     h.wait_for_replicas("the new leader to scale out to 4", MINUTE, |r| r == 4).await;
+    h.wait_for("the new leader to count its scale action", Duration::from_secs(20), || async {
+        (actions(&h, standby) >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!(actions(&h, standby), 1.0, "the new leader did not patch");
     done(&h, started);
 }
