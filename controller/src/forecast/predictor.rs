@@ -228,7 +228,7 @@ mod tests {
     const DAY: i64 = 86_400;
     const STEP: i64 = 300;
 
-    fn rule() -> PredictiveRule {
+    pub(super) fn rule() -> PredictiveRule {
         PredictiveRule {
             metric: "rps".into(),
             capacity_per_replica: 100.0,
@@ -244,7 +244,7 @@ mod tests {
         }
     }
 
-    fn t(secs: i64) -> Timestamp {
+    pub(super) fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_006_400 + secs).unwrap()
     }
 
@@ -325,31 +325,22 @@ mod tests {
 mod redetection {
     use std::time::Duration;
 
+    use super::tests::t;
     use super::*;
-    use crate::engine::policy::{PredictiveMode, PredictiveRule, SeasonalitySpec};
+    use crate::engine::policy::{PredictiveRule, SeasonalitySpec};
 
     const DAY: i64 = 86_400;
     const STEP: i64 = 900;
     const JOB: f64 = 3.0 * 3600.0;
 
+    /// The other tests' rule with `seasonality: Auto`, 15-minute steps and `history_days` of history.
     fn auto_rule(history_days: u64) -> PredictiveRule {
         PredictiveRule {
-            metric: "rps".into(),
-            capacity_per_replica: 100.0,
-            lookahead: Duration::from_secs(900),
             history: Duration::from_secs(history_days * DAY as u64),
             step: Duration::from_secs(STEP as u64),
             seasonality: SeasonalitySpec::Auto,
-            min_samples: 10,
-            max_error: 0.5,
-            mode: PredictiveMode::Scale,
-            coverage: 0.95,
-            startup_delay: None,
+            ..super::tests::rule()
         }
-    }
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_700_006_400 + secs).unwrap()
     }
 
     /// A daily cycle, small pseudo-random noise, and from `spikes_from` on a 30-minute spike of +120 at the top
