@@ -419,6 +419,19 @@ impl Checker {
         }
     }
 
+    /// When every policy's recovery window after the faults stopped at `stopped` has passed: three intervals
+    /// (and the slack) from the later of `stopped` and the end of its own retry backoff, as `recovery` judges.
+    fn recovery_deadline(&self, stopped: f64) -> f64 {
+        self.policies
+            .iter()
+            .zip(&self.state)
+            .map(|(p, state)| {
+                let backoff_end = state.last_failed_write.map_or(0.0, |f| f + FAILED_WRITE_SHADOW - 5.0);
+                stopped.max(backoff_end) + 3.0 * p.interval + CADENCE_SLACK + 1.0
+            })
+            .fold(stopped, f64::max)
+    }
+
     /// After the faults stopped at `stopped`: each policy read its metrics again within three intervals (from the
     /// end of its retry backoff if a write of its own failed just before). Returns the slowest recovery in
     /// intervals.
@@ -830,9 +843,13 @@ pub async fn run(config: SoakConfig) -> anyhow::Result<SoakReport> {
     let mut last_check = -1.0f64;
     let policies_gvr = Gvr::new("autoscaling.foresight.dev", "v1alpha1", "scalingpolicies");
 
+    // The run ends at `total`, or later when a policy's recovery window after the faults stopped (which a
+    // write that failed just before can push past `total`) has not passed yet; at most a minute later.
+    let hard_end = total + 60.0;
     loop {
         let now = checker.now();
-        if now >= total {
+        let recovered = faults_stopped.is_some_and(|stopped| now >= checker.recovery_deadline(stopped));
+        if now >= hard_end || (now >= total && recovered) {
             break;
         }
         // Due actions.
