@@ -63,10 +63,7 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
         })
         .await;
     assert_eq!((up.from, up.to, up.policy.as_str()), (2, 3, "threshold/cpu"), "{up:?}");
-    h.wait_for("the ScaledUp Event", Duration::from_secs(20), || async {
-        (!h.events_with_reason("ScaledUp").await.is_empty()).then_some(())
-    })
-    .await;
+    h.wait_for_event("ScaledUp", Duration::from_secs(20)).await;
     // 80 req/s over 3 pods is 53 %: between the bounds, so it stays.
     h.wait_for("the third pod to become ready", Duration::from_secs(20), || async {
         (h.sim.ready() == 3).then_some(())
@@ -85,10 +82,7 @@ async fn scale_out_on_cpu_threshold_then_scale_in_after_cooldown() {
     assert_eq!((down.from, down.to), (3, 2), "{:?}", status.history);
     let gap = down.time.0.duration_since(up.time.0).as_secs_f64();
     assert!(gap >= 15.0, "scaled in {gap}s after scaling out, inside the 15 s cooldown: {:?}", status.history);
-    h.wait_for("the ScaledDown Event", Duration::from_secs(20), || async {
-        (!h.events_with_reason("ScaledDown").await.is_empty()).then_some(())
-    })
-    .await;
+    h.wait_for_event("ScaledDown", Duration::from_secs(20)).await;
     done(&h, started);
 }
 
@@ -217,10 +211,7 @@ async fn prometheus_outage_holds_replicas_and_says_why_then_recovers() {
         })
         .await;
     assert!(["FailedGetMetric", "NoMetrics", "FallbackActive"].contains(&reason.as_str()), "reason {reason}");
-    h.wait_for("a MetricsUnavailable warning event", Duration::from_secs(20), || async {
-        (!h.events_with_reason("MetricsUnavailable").await.is_empty()).then_some(())
-    })
-    .await;
+    h.wait_for_event("MetricsUnavailable", Duration::from_secs(20)).await;
     h.wait_for("3 failed evaluations in a row", MINUTE, || async {
         (h.policy_status().await?.consecutive_metric_failures >= 3).then_some(())
     })
@@ -246,10 +237,7 @@ async fn dry_run_records_decisions_without_patching_and_pause_stops_patching() {
     let h = start(Scenario::new("dry-run").replicas(2).profile(LoadProfile::Constant(80.0))).await;
     let dry_run = CPU_THRESHOLD.replace("interval: 2s", "interval: 2s\n  dryRun: true");
     h.apply_policy(&dry_run).await.expect("apply policy");
-    h.wait_for("a DryRunDecision event", MINUTE, || async {
-        (!h.events_with_reason("DryRunDecision").await.is_empty()).then_some(())
-    })
-    .await;
+    h.wait_for_event("DryRunDecision", MINUTE).await;
     let status = h.policy_status().await.expect("status");
     let evaluation = status.last_evaluation.clone().expect("evaluation");
     assert_eq!(evaluation.decision, "ScaleUp", "{evaluation:?}");
@@ -353,12 +341,7 @@ async fn leader_failover_exactly_one_patches_and_the_standby_takes_over() {
     .await;
     assert_eq!((actions(&h, leader), actions(&h, standby)), (1.0, 0.0), "exactly the leader patches");
     // The Event follows the status write, which follows the /scale patch the replicas show: wait for it.
-    let events = h
-        .wait_for("the ScaledUp event", MINUTE, || async {
-            let events = h.events_with_reason("ScaledUp").await;
-            (!events.is_empty()).then_some(events)
-        })
-        .await;
+    let events = h.wait_for_event("ScaledUp", MINUTE).await;
     let instances: Vec<_> = events.iter().filter_map(|e| e.reporting_instance.clone()).collect();
     assert_eq!(instances, [h.controllers[leader].identity.clone()], "events come from the leader only");
 
@@ -436,6 +419,32 @@ async fn backfilled_cycle_history_is_continued_by_the_live_simulator() {
     done(&h, started);
 }
 
+/// A scenario of two replicas of `web` in `namespace` whose simulator has been following `profile` for `ago`:
+/// that history is backfilled at one-minute resolution (two steady pods), and the live simulator continues it.
+async fn start_with_history(namespace: &str, profile: LoadProfile, ago: Duration) -> Harness {
+    let sim_config = foresight_e2e::sim::SimConfig::new(namespace, "web", profile.clone()).started_ago(ago);
+    let epoch = sim_config.epoch();
+    let history = foresight_e2e::sim::history::openmetrics(
+        &sim_config,
+        2,
+        epoch,
+        ago,
+        jiff::Timestamp::now(),
+        Duration::from_secs(60),
+    )
+    .expect("history");
+    start(Scenario::new(namespace).replicas(2).profile(profile).history(history, ago)).await
+}
+
+/// The policy's status once its first scale is in `status.history`: the status write follows the `/scale`
+/// patch, so it is waited for rather than read once after the replicas change.
+async fn first_scale_in_history(h: &Harness) -> foresight::api::ScalingPolicyStatus {
+    h.wait_for("the scale-up in status.history", Duration::from_secs(20), || async {
+        h.policy_status().await.filter(|s| !s.history.is_empty())
+    })
+    .await
+}
+
 /// Predictive scaling ahead of a daily peak. The forecaster's seasonal terms are daily and weekly (wall-clock
 /// phase), so the cycle is a real day: two days and six hours of history are backfilled and the live
 /// simulator continues at the steepest point of the rise, six hours before the peak. Load now (55 req/s over 2
@@ -480,18 +489,7 @@ async fn predictive_scales_up_ahead_of_the_daily_peak() {
     let day = Duration::from_secs(86_400);
     let profile = LoadProfile::Cycle { base: 10.0, amplitude: 90.0, period: day };
     let ago = 2 * day + day / 4;
-    let sim_config = foresight_e2e::sim::SimConfig::new("predictive", "web", profile.clone()).started_ago(ago);
-    let epoch = sim_config.epoch();
-    let history = foresight_e2e::sim::history::openmetrics(
-        &sim_config,
-        2,
-        epoch,
-        ago,
-        jiff::Timestamp::now(),
-        Duration::from_secs(60),
-    )
-    .expect("history");
-    let h = start(Scenario::new("predictive").replicas(2).profile(profile).history(history, ago)).await;
+    let h = start_with_history("predictive", profile, ago).await;
     h.apply_policy(PREDICTIVE).await.expect("apply policy");
 
     let replicas = h.wait_for_replicas("scale-up ahead of the forecast peak", MINUTE, |r| r >= 4).await;
@@ -499,19 +497,12 @@ async fn predictive_scales_up_ahead_of_the_daily_peak() {
     let load = h.sim.load();
     assert!(load < 3.0 * 25.0, "the load ({load} req/s) already needed {replicas} replicas: not ahead of it");
     // The status write and the Event follow the /scale patch: wait for them instead of reading once.
-    let status = h
-        .wait_for("the scale-up in status.history", Duration::from_secs(20), || async {
-            h.policy_status().await.filter(|s| !s.history.is_empty())
-        })
-        .await;
+    let status = first_scale_in_history(&h).await;
     assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
     let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
     let forecast = prediction.forecast.expect("forecast");
     assert!((85.0..120.0).contains(&forecast), "forecast peak {forecast} (true peak 100)");
-    h.wait_for("the PredictiveScaleUp Event", Duration::from_secs(20), || async {
-        (!h.events_with_reason("PredictiveScaleUp").await.is_empty()).then_some(())
-    })
-    .await;
+    h.wait_for_event("PredictiveScaleUp", Duration::from_secs(20)).await;
     done(&h, started);
 }
 
@@ -551,18 +542,7 @@ async fn predictive_finds_an_hourly_spike_and_provisions_before_it() {
     let profile = LoadProfile::Pulses { base: 10.0, height: 90.0, period: hour, width: Duration::from_secs(300) };
     // 24 spikes of history; now is 50 minutes into the hour, the next spike 10 minutes away.
     let ago = 24 * hour + Duration::from_secs(50 * 60);
-    let sim_config = foresight_e2e::sim::SimConfig::new("hourly", "web", profile.clone()).started_ago(ago);
-    let epoch = sim_config.epoch();
-    let history = foresight_e2e::sim::history::openmetrics(
-        &sim_config,
-        2,
-        epoch,
-        ago,
-        jiff::Timestamp::now(),
-        Duration::from_secs(60),
-    )
-    .expect("history");
-    let h = start(Scenario::new("hourly").replicas(2).profile(profile).history(history, ago)).await;
+    let h = start_with_history("hourly", profile, ago).await;
     h.apply_policy(HOURLY).await.expect("apply policy");
 
     // The spike needs 100 / 25 = 4 replicas; the load now (10 req/s) needs the minimum.
@@ -570,11 +550,7 @@ async fn predictive_finds_an_hourly_spike_and_provisions_before_it() {
     assert!(replicas <= 6, "the spike of 100 req/s at 25 per replica needs 4, got {replicas}");
     let load = h.sim.load();
     assert!(load < 25.0, "the load ({load} req/s) is already the spike's: not ahead of it");
-    let status = h
-        .wait_for("the scale-up in status.history", Duration::from_secs(20), || async {
-            h.policy_status().await.filter(|s| !s.history.is_empty())
-        })
-        .await;
+    let status = first_scale_in_history(&h).await;
     assert_eq!(status.history[0].policy, "predictive/rps", "{:?}", status.history);
     let prediction = status.last_evaluation.and_then(|e| e.prediction).expect("prediction in status");
     assert!(prediction.periods.iter().any(|p| p == "1h"), "detected periods {:?}", prediction.periods);

@@ -343,6 +343,17 @@ impl Harness {
         self.events().await.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).collect()
     }
 
+    /// Waits until at least one Event with `reason` is stored and returns them (panics after `timeout`, as
+    /// [`Harness::wait_for`] does). Events follow the status write that follows a `/scale` patch, so a scenario
+    /// waits for them rather than reading once.
+    pub async fn wait_for_event(&self, reason: &str, timeout: Duration) -> Vec<Event> {
+        self.wait_for(&format!("a {reason} Event"), timeout, || async {
+            let events = self.events_with_reason(reason).await;
+            (!events.is_empty()).then_some(events)
+        })
+        .await
+    }
+
     /// The Deployment's spec.replicas (0 when it cannot be read).
     pub async fn replicas(&self) -> i32 {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.scenario.namespace);
