@@ -378,11 +378,6 @@ impl Model {
         Some((errors[rank.clamp(1, n) - 1].max(0.0), n))
     }
 
-    /// The number of out-of-sample peak errors behind `margin(horizon_secs, _)`.
-    pub fn calibration_size(&self, horizon_secs: f64) -> usize {
-        self.calibration.peak_errors(horizon_secs.max(0.0)).len()
-    }
-
     /// Every period the model repeats, in seconds, shortest first: a day and a week when their Fourier terms were
     /// fitted, and each short period `Seasonality::Auto` found.
     pub fn periods(&self) -> Vec<f64> {
