@@ -186,10 +186,14 @@ async fn an_hpa_on_the_target_makes_a_policy_stand_down_unless_it_overrides() {
     policies.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("set onConflict");
     eventually("the policy to scale to 3 despite the HPA", WAIT, || async { replicas(&deployments).await == Some(3) })
         .await;
-    let (status, reason, message) = condition(&policies, "web", "Conflict").await.expect("Conflict");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ConflictingHorizontalPodAutoscaler"));
-    assert!(message.contains("spec.onConflict is Act"), "{message}");
-    assert_eq!(condition(&policies, "web", "Ready").await.map(|c| c.0).as_deref(), Some("True"));
+    // The scale patch lands before the status write of the same evaluation: wait for that write.
+    eventually("Conflict=True saying the policy acts anyway, and Ready=True", WAIT, || async {
+        let conflict = condition(&policies, "web", "Conflict").await.is_some_and(|(s, r, m)| {
+            s == "True" && r == "ConflictingHorizontalPodAutoscaler" && m.contains("spec.onConflict is Act")
+        });
+        conflict && condition(&policies, "web", "Ready").await.map(|c| c.0).as_deref() == Some("True")
+    })
+    .await;
     running.stop().await;
 }
 
@@ -269,8 +273,10 @@ async fn without_the_keda_crd_policies_work_normally() {
     assert!(!asked.is_empty() && asked.iter().all(|r| r.status == 404), "{asked:?}");
     let hpas = server.requests().into_iter().filter(|r| r.path.contains("/horizontalpodautoscalers")).count();
     assert!(hpas > 0, "HPAs are watched too");
-    let (ready, reason, _) = condition(&policies, "web", "Ready").await.expect("Ready");
-    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Evaluated"));
+    eventually("Ready=True Evaluated", WAIT, || async {
+        condition(&policies, "web", "Ready").await.is_some_and(|(s, r, _)| s == "True" && r == "Evaluated")
+    })
+    .await;
     assert_eq!(condition(&policies, "web", "Conflict").await, None, "no conflict, no condition");
     running.stop().await;
 }
