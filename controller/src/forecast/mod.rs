@@ -254,11 +254,11 @@ struct Calibration {
 
 impl Calibration {
     /// For every origin whose look-ahead `(t, t + horizon]` lies in the holdout: the highest load that arrived in
-    /// it minus the highest forecast made for it at the origin.
-    fn peak_errors(&self, horizon: f64) -> Vec<f64> {
+    /// it and the highest forecast made for it at the origin.
+    fn peak_windows(&self, horizon: f64) -> Vec<(f64, f64)> {
         let n = self.times.len();
         let Some(&last) = self.times.last() else { return Vec::new() };
-        let mut errors = Vec::new();
+        let mut windows = Vec::new();
         for o in 0..n {
             let t0 = self.times[o];
             if t0 + horizon > last + 1e-9 {
@@ -275,11 +275,51 @@ impl Calibration {
                 forecast = forecast.max((self.base[j] + level).max(self.floor));
             }
             if actual.is_finite() && forecast.is_finite() {
-                errors.push(actual - forecast);
+                windows.push((actual, forecast));
             }
         }
-        errors
+        windows
     }
+}
+
+/// The split-conformal quantile of `scores` at `coverage` in (0, 1): the ⌈(n + 1)·coverage⌉-th smallest (the
+/// largest when there are too few for that rank). `None` without finite-or-infinite scores (NaN is dropped) or
+/// with a coverage outside (0, 1).
+fn conformal_quantile(mut scores: Vec<f64>, coverage: f64) -> Option<f64> {
+    scores.retain(|s| !s.is_nan());
+    if scores.is_empty() || !(coverage > 0.0 && coverage < 1.0) {
+        return None;
+    }
+    scores.sort_by(f64::total_cmp);
+    let n = scores.len();
+    let rank = ((n + 1) as f64 * coverage).ceil() as usize;
+    Some(scores[rank.clamp(1, n) - 1])
+}
+
+/// How a forecast peak is raised to cover the look-ahead (see [`Model::headroom`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Headroom {
+    /// Load units added to the peak.
+    Add(f64),
+    /// A factor (≥ 1) the peak is multiplied by.
+    Scale(f64),
+}
+
+impl Headroom {
+    /// The load to provision for a forecast peak.
+    pub fn apply(self, peak: f64) -> f64 {
+        match self {
+            Headroom::Add(margin) => peak + margin,
+            Headroom::Scale(factor) => peak * factor,
+        }
+    }
+}
+
+/// A calibrated [`Headroom`] and the number of out-of-sample windows it was calibrated on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibrated {
+    pub headroom: Headroom,
+    pub windows: usize,
 }
 
 /// What the error of a level-corrected forecast `h` steps ahead is computed from.
@@ -361,21 +401,34 @@ impl Model {
     /// origin (see `Calibration`). With too few errors for that rank, the largest error. Never negative: the
     /// margin is headroom above the model's own forecast. `None` when the holdout is shorter than the look-ahead.
     pub fn margin(&self, horizon_secs: f64, coverage: f64) -> Option<f64> {
-        self.calibrated_margin(horizon_secs, coverage).map(|(margin, _)| margin)
+        let windows = self.calibration.peak_windows(horizon_secs.max(0.0));
+        let errors = windows.iter().map(|(actual, forecast)| actual - forecast).collect();
+        conformal_quantile(errors, coverage).map(|q| q.max(0.0))
     }
 
-    /// [`Model::margin`] and the number of out-of-sample peak errors it is the quantile of, in one pass over the
-    /// holdout (which is the costly part: a caller that forecasts many times from one model computes it once).
-    pub fn calibrated_margin(&self, horizon_secs: f64, coverage: f64) -> Option<(f64, usize)> {
-        let mut errors = self.calibration.peak_errors(horizon_secs.max(0.0));
-        errors.retain(|e| e.is_finite());
-        if errors.is_empty() || !(coverage > 0.0 && coverage < 1.0) {
-            return None;
-        }
-        errors.sort_by(f64::total_cmp);
-        let n = errors.len();
-        let rank = ((n + 1) as f64 * coverage).ceil() as usize;
-        Some((errors[rank.clamp(1, n) - 1].max(0.0), n))
+    /// The headroom that covers the look-ahead's highest load with probability `coverage`, calibrated on the
+    /// holdout two ways from the same out-of-sample windows: added to the forecast peak ([`Model::margin`]), or
+    /// multiplying it (the conformal quantile of actual over forecast peak). Both cover the same fraction of the
+    /// holdout's windows; the one that provisioned less over them is returned, so the choice is made on the
+    /// history's own cost at equal coverage. Errors that grow with the load (bursts a busy hour multiplies) make
+    /// a constant margin too large when the load is low; errors that do not (noise of a fixed size) make a
+    /// factor too large when it is high. `None` when the holdout is shorter than the look-ahead.
+    pub fn headroom(&self, horizon_secs: f64, coverage: f64) -> Option<Calibrated> {
+        let windows = self.calibration.peak_windows(horizon_secs.max(0.0));
+        let n = windows.len();
+        let added = conformal_quantile(windows.iter().map(|(a, f)| a - f).collect(), coverage)?.max(0.0);
+        let additive = Calibrated { headroom: Headroom::Add(added), windows: n };
+        // A factor can only cover a window whose forecast is positive; one that is not counts as uncovered.
+        let ratios = windows.iter().map(|&(a, f)| if f > 0.0 { a / f } else { f64::INFINITY }).collect();
+        let Some(factor) = conformal_quantile(ratios, coverage).filter(|q| q.is_finite()).map(|q| q.max(1.0)) else {
+            return Some(additive);
+        };
+        let cost = |h: Headroom| windows.iter().map(|&(_, f)| h.apply(f)).sum::<f64>();
+        Some(if cost(Headroom::Scale(factor)) < cost(Headroom::Add(added)) {
+            Calibrated { headroom: Headroom::Scale(factor), windows: n }
+        } else {
+            additive
+        })
     }
 
     /// Every period the model repeats, in seconds, shortest first: a day and a week when their Fourier terms were

@@ -25,7 +25,7 @@ use crate::{
         Forecast, ForecastDetail, Sample,
         policy::{PredictiveRule, SeasonalitySpec},
     },
-    forecast::{self, ForecastConfig, ForecastError, Model, Seasonality, Structure},
+    forecast::{self, Calibrated, ForecastConfig, ForecastError, Headroom, Model, Seasonality, Structure},
 };
 
 /// The fallback margin when no out-of-sample error could be measured, in residual spreads (a robust standard deviation). The forecast is a mean; provisioning
@@ -65,7 +65,7 @@ enum Fit {
     /// same for every forecast from this model, so computed once per fit).
     Model {
         model: Box<Model>,
-        calibrated: Option<(f64, usize)>,
+        calibrated: Option<Calibrated>,
     },
     Abstain {
         reason: String,
@@ -176,7 +176,7 @@ impl Predictor {
         };
         match result {
             Ok(model) => {
-                let calibrated = model.calibrated_margin(self.rule.lookahead.as_secs_f64(), self.rule.coverage);
+                let calibrated = model.headroom(self.rule.lookahead.as_secs_f64(), self.rule.coverage);
                 Fit::Model { model: Box::new(model), calibrated }
             }
             Err(ForecastError::Abstain { reason }) => Fit::Abstain { reason: reason.to_string(), samples },
@@ -184,27 +184,34 @@ impl Predictor {
         }
     }
 
-    fn peak(&self, model: &Model, calibrated: Option<(f64, usize)>, now: Timestamp) -> Forecast {
+    fn peak(&self, model: &Model, calibrated: Option<Calibrated>, now: Timestamp) -> Forecast {
         let from = seconds(now);
         let to = from + self.rule.lookahead.as_secs_f64();
         let step = self.rule.step.as_secs_f64().max(1.0);
-        let coverage = self.rule.coverage;
-        let (margin, margin_basis) = match calibrated {
-            Some((margin, errors)) => {
-                (margin, format!("{:.1}% quantile of {errors} out-of-sample peak errors", coverage * 100.0))
+        let coverage = self.rule.coverage * 100.0;
+        let (headroom, margin_basis) = match calibrated {
+            Some(Calibrated { headroom: headroom @ Headroom::Add(_), windows }) => {
+                (headroom, format!("{coverage:.1}% quantile of {windows} out-of-sample peak errors"))
             }
+            Some(Calibrated { headroom: headroom @ Headroom::Scale(factor), windows }) => (
+                headroom,
+                format!("×{factor:.2}, the {coverage:.1}% quantile of {windows} out-of-sample peak ratios"),
+            ),
             None => (
-                MARGIN_SPREADS * model.spread_at(to - model.fitted_at()),
+                Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
                 format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
             ),
         };
         match model.peak(from, to, step) {
-            Ok(peak) => Forecast::Ready {
-                peak: peak + margin,
-                samples: model.samples(),
-                error: model.holdout_error(),
-                detail: ForecastDetail { periods: model.periods(), margin, margin_basis },
-            },
+            Ok(peak) => {
+                let provisioned = headroom.apply(peak);
+                Forecast::Ready {
+                    peak: provisioned,
+                    samples: model.samples(),
+                    error: model.holdout_error(),
+                    detail: ForecastDetail { periods: model.periods(), margin: provisioned - peak, margin_basis },
+                }
+            }
             Err(e) => Forecast::Abstain { reason: e.to_string(), samples: model.samples() },
         }
     }

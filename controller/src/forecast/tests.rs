@@ -473,33 +473,82 @@ fn the_forecast_provisions_for_the_next_hourly_spike() {
     assert!(daily_peak < coming - 50.0, "the daily-only model provisions {daily_peak:.1}");
 }
 
-#[test]
-fn conformal_margin_covers_the_requested_fraction_of_windows() {
-    // A daily cycle with N(0, 10²) noise. Each fit's margin over a 15-minute look-ahead is checked against the
-    // windows of the following 12 hours.
+/// Checks each fit's calibrated headroom over a 15-minute look-ahead against the windows of the following 12
+/// hours, at eight origins: the fraction covered, the headroom kind chosen each time, and the load provisioned per
+/// window on average.
+fn achieved_coverage(samples: &[(f64, f64)], coverage: f64) -> (f64, Vec<Headroom>, f64) {
     let horizon = 15.0 * MIN;
-    let samples = series(daily_truth, T0, T0 + 12.0 * DAY, 5.0 * MIN, 10.0, 70);
-    for coverage in [0.8, 0.95] {
-        let (mut covered, mut windows) = (0usize, 0usize);
-        for origin in 0..8 {
-            let now = T0 + 7.0 * DAY + origin as f64 * 12.0 * HOUR;
-            let (history, future): (Vec<_>, Vec<_>) = samples.iter().partition(|(t, _)| *t <= now);
-            let history: Vec<_> = history.into_iter().filter(|(t, _)| *t > now - 7.0 * DAY).collect();
-            let model = fit(&history, &ForecastConfig::default()).expect("fits");
-            let margin = model.margin(horizon, coverage).expect("a holdout longer than the look-ahead");
-            let future: Vec<_> = future.into_iter().take_while(|(t, _)| *t <= now + 12.0 * HOUR).collect();
-            for w in future.windows(3) {
-                let start = w[0].0 - 5.0 * MIN;
-                let forecast = model.peak(start + 5.0 * MIN, start + horizon, 5.0 * MIN).expect("valid range");
-                let actual = w.iter().map(|s| s.1).fold(f64::MIN, f64::max);
-                covered += usize::from(actual <= forecast + margin);
-                windows += 1;
-            }
+    let (mut covered, mut windows, mut provisioned, mut chosen) = (0usize, 0usize, 0.0, Vec::new());
+    for origin in 0..8 {
+        let now = T0 + 7.0 * DAY + origin as f64 * 12.0 * HOUR;
+        let (history, future): (Vec<_>, Vec<_>) = samples.iter().partition(|(t, _)| *t <= now);
+        let history: Vec<_> = history.into_iter().filter(|(t, _)| *t > now - 7.0 * DAY).collect();
+        let model = fit(&history, &ForecastConfig::default()).expect("fits");
+        let calibrated = model.headroom(horizon, coverage).expect("a holdout longer than the look-ahead");
+        chosen.push(calibrated.headroom);
+        let future: Vec<_> = future.into_iter().take_while(|(t, _)| *t <= now + 12.0 * HOUR).collect();
+        for w in future.windows(3) {
+            let start = w[0].0 - 5.0 * MIN;
+            let forecast = model.peak(start + 5.0 * MIN, start + horizon, 5.0 * MIN).expect("valid range");
+            let actual = w.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+            let capacity = calibrated.headroom.apply(forecast);
+            covered += usize::from(actual <= capacity);
+            provisioned += capacity;
+            windows += 1;
         }
-        let achieved = covered as f64 / windows as f64;
-        eprintln!("coverage {coverage}: achieved {achieved:.3} over {windows} windows");
-        assert!((achieved - coverage).abs() < 0.05, "asked {coverage}, achieved {achieved:.3} over {windows} windows");
     }
+    (covered as f64 / windows as f64, chosen, provisioned / windows as f64)
+}
+
+#[test]
+fn calibrated_headroom_covers_the_requested_fraction_of_windows() {
+    // A daily cycle with N(0, 10²) noise (errors of one size at every load), and one whose noise is 8 % of the
+    // load (errors that grow with it, as bursts on a busy hour do).
+    let additive = series(daily_truth, T0, T0 + 12.0 * DAY, 5.0 * MIN, 10.0, 70);
+    let mut rng = Rng(71);
+    let relative: Vec<_> = (0..12 * 288)
+        .map(|i| T0 + i as f64 * 5.0 * MIN)
+        .map(|t| (t, daily_truth(t) * (1.0 + 0.08 * rng.normal())))
+        .collect();
+    for (name, samples) in [("additive", &additive), ("relative", &relative)] {
+        for coverage in [0.8, 0.95] {
+            let (achieved, _, _) = achieved_coverage(samples, coverage);
+            eprintln!("{name} noise, coverage {coverage}: achieved {achieved:.3}");
+            assert!((achieved - coverage).abs() < 0.05, "{name} noise: asked {coverage}, achieved {achieved:.3}");
+        }
+    }
+}
+
+#[test]
+fn headroom_grows_with_the_load_when_the_errors_do() {
+    // Noise 8 % of a load that swings 120-280 over the day: a constant margin big enough for the busy hours is
+    // twice what the quiet ones need, a factor is not. And for noise of one size, the other way round.
+    let mut rng = Rng(72);
+    let relative: Vec<_> = (0..12 * 288)
+        .map(|i| T0 + i as f64 * 5.0 * MIN)
+        .map(|t| (t, daily_truth(t) * (1.0 + 0.08 * rng.normal())))
+        .collect();
+    let (_, chosen, per_window) = achieved_coverage(&relative, 0.95);
+    // Each origin's holdout is its last 17 hours, which may hold too little of the day to tell: most, not all.
+    let scaled = chosen.iter().filter(|h| matches!(h, Headroom::Scale(f) if *f > 1.0)).count();
+    assert!(scaled >= 6, "{chosen:?}");
+    // The constant margin at the same coverage, over the same windows, provisions more.
+    let model = fit(&relative[..7 * 288], &ForecastConfig::default()).expect("fits");
+    let margin = model.margin(15.0 * MIN, 0.95).expect("calibrated");
+    let factor = match model.headroom(15.0 * MIN, 0.95).expect("calibrated").headroom {
+        Headroom::Scale(f) => f,
+        other => panic!("{other:?}"),
+    };
+    let mean_load = relative.iter().map(|s| s.1).sum::<f64>() / relative.len() as f64;
+    assert!(
+        mean_load * factor < mean_load + margin,
+        "factor {factor:.3} and margin {margin:.1} at a mean load of {mean_load:.0} (provisioned {per_window:.0})"
+    );
+
+    let additive = series(daily_truth, T0, T0 + 12.0 * DAY, 5.0 * MIN, 10.0, 70);
+    let (_, chosen, _) = achieved_coverage(&additive, 0.95);
+    let added = chosen.iter().filter(|h| matches!(h, Headroom::Add(m) if *m > 0.0)).count();
+    assert!(added >= 6, "{chosen:?}");
 }
 
 #[test]
