@@ -515,6 +515,8 @@ pub async fn run(
         let mut claims = ctx.conflicts.register();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            // The store keeps every policy for the process's life: only what reconciles read.
+            .modify(RawScalingPolicy::trim)
             .reflect(writer)
             .inspect(move |event| {
                 deletions.conflicts.observe_result(conflicts::Kind::ScalingPolicy, &mut claims, event);

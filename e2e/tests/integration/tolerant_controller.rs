@@ -49,7 +49,7 @@ impl ReconcileObserver for Evaluations {
 }
 
 async fn ready_condition(policies: &Api<RawScalingPolicy>, name: &str) -> Option<(String, String, String)> {
-    let status = policies.get(name).await.ok()?.status?;
+    let status = policies.get(name).await.ok()?.status?.to_value();
     let conditions = status.get("conditions")?.as_array()?.clone();
     let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
     Some((
