@@ -193,10 +193,9 @@ impl Predictor {
             Some(Calibrated { headroom: headroom @ Headroom::Add(_), windows }) => {
                 (headroom, format!("{coverage:.1}% quantile of {windows} out-of-sample peak errors"))
             }
-            Some(Calibrated { headroom: headroom @ Headroom::Scale(factor), windows }) => (
-                headroom,
-                format!("×{factor:.2}, the {coverage:.1}% quantile of {windows} out-of-sample peak ratios"),
-            ),
+            Some(Calibrated { headroom: headroom @ Headroom::Scale(factor), windows }) => {
+                (headroom, format!("×{factor:.2}, the {coverage:.1}% quantile of {windows} out-of-sample peak ratios"))
+            }
             None => (
                 Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
                 format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
