@@ -35,8 +35,9 @@
 //!   not more harmonics: see `periods`). The level correction then runs on what is left.
 //! - **Calibrated margin**: the holdout fit is run forward over the holdout from every origin, its level
 //!   correction updated sample by sample as the controller's refits would be; the errors of its look-ahead peaks
-//!   give [`Model::margin`], a split-conformal quantile, so "cover 95 % of look-aheads" is a measured statement
-//!   about this forecast on this history rather than a normal-theory guess.
+//!   give [`Model::headroom`], a split-conformal quantile (added to the peak, or as a factor of it, whichever
+//!   provisioned less over the holdout), so "cover 95 % of look-aheads" is a measured statement about this
+//!   forecast on this history rather than a normal-theory guess.
 
 mod error;
 mod features;
@@ -282,6 +283,12 @@ impl Calibration {
     }
 }
 
+/// [`Model::margin`] over `(actual, forecast)` peak windows: the conformal quantile of their errors, never negative.
+fn added_margin(windows: &[(f64, f64)], coverage: f64) -> Option<f64> {
+    conformal_quantile(windows.iter().map(|(actual, forecast)| actual - forecast).collect(), coverage)
+        .map(|q| q.max(0.0))
+}
+
 /// The split-conformal quantile of `scores` at `coverage` in (0, 1): the ⌈(n + 1)·coverage⌉-th smallest (the
 /// largest when there are too few for that rank). `None` without finite-or-infinite scores (NaN is dropped) or
 /// with a coverage outside (0, 1).
@@ -401,9 +408,7 @@ impl Model {
     /// origin (see `Calibration`). With too few errors for that rank, the largest error. Never negative: the
     /// margin is headroom above the model's own forecast. `None` when the holdout is shorter than the look-ahead.
     pub fn margin(&self, horizon_secs: f64, coverage: f64) -> Option<f64> {
-        let windows = self.calibration.peak_windows(horizon_secs.max(0.0));
-        let errors = windows.iter().map(|(actual, forecast)| actual - forecast).collect();
-        conformal_quantile(errors, coverage).map(|q| q.max(0.0))
+        added_margin(&self.calibration.peak_windows(horizon_secs.max(0.0)), coverage)
     }
 
     /// The headroom that covers the look-ahead's highest load with probability `coverage`, calibrated on the
@@ -415,20 +420,17 @@ impl Model {
     /// factor too large when it is high. `None` when the holdout is shorter than the look-ahead.
     pub fn headroom(&self, horizon_secs: f64, coverage: f64) -> Option<Calibrated> {
         let windows = self.calibration.peak_windows(horizon_secs.max(0.0));
-        let n = windows.len();
-        let added = conformal_quantile(windows.iter().map(|(a, f)| a - f).collect(), coverage)?.max(0.0);
-        let additive = Calibrated { headroom: Headroom::Add(added), windows: n };
+        let added = Headroom::Add(added_margin(&windows, coverage)?);
         // A factor can only cover a window whose forecast is positive; one that is not counts as uncovered.
         let ratios = windows.iter().map(|&(a, f)| if f > 0.0 { a / f } else { f64::INFINITY }).collect();
-        let Some(factor) = conformal_quantile(ratios, coverage).filter(|q| q.is_finite()).map(|q| q.max(1.0)) else {
-            return Some(additive);
-        };
+        let scaled =
+            conformal_quantile(ratios, coverage).filter(|q| q.is_finite()).map(|q| Headroom::Scale(q.max(1.0)));
         let cost = |h: Headroom| windows.iter().map(|&(_, f)| h.apply(f)).sum::<f64>();
-        Some(if cost(Headroom::Scale(factor)) < cost(Headroom::Add(added)) {
-            Calibrated { headroom: Headroom::Scale(factor), windows: n }
-        } else {
-            additive
-        })
+        let headroom = match scaled {
+            Some(scaled) if cost(scaled) < cost(added) => scaled,
+            _ => added,
+        };
+        Some(Calibrated { headroom, windows: windows.len() })
     }
 
     /// Every period the model repeats, in seconds, shortest first: a day and a week when their Fourier terms were

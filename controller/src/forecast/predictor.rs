@@ -11,8 +11,9 @@
 //! the refits in between keep those periods and refit everything else (`forecast::refit`).
 //!
 //! The peak the engine provisions for is the model's highest forecast over `[now, now + lookahead]` (the rule's
-//! look-ahead covers its start-up delay plus one interval) plus a calibrated margin: the rule's `coverage`
-//! quantile of the forecast's own out-of-sample peak errors over that look-ahead (`Model::margin`). Only when
+//! look-ahead covers its start-up delay plus one interval) raised by a calibrated headroom: the rule's `coverage`
+//! quantile of the forecast's own out-of-sample peak errors over that look-ahead, added to the peak or as a
+//! factor of it, whichever provisioned less over the holdout (`Model::headroom`). Only when
 //! the holdout is too short to measure any (it is shorter than the look-ahead) does the margin fall back to
 //! `MARGIN_SPREADS` robust standard deviations of the forecast's error at the look-ahead.
 
@@ -61,7 +62,7 @@ pub struct Predictor {
 
 #[derive(Clone, Debug)]
 enum Fit {
-    /// A model, and its calibrated margin over the rule's look-ahead with the number of errors behind it (the
+    /// A model, and its calibrated headroom over the rule's look-ahead with the number of windows behind it (the
     /// same for every forecast from this model, so computed once per fit).
     Model {
         model: Box<Model>,
