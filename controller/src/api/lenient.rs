@@ -115,19 +115,27 @@ impl RawScalingPolicy {
     /// The typed policy. A spec that does not fit the Rust types is an error naming the field; a status that
     /// does not (written by hand through /status) is read as empty rather than blocking the policy.
     pub fn parse(&self) -> Result<ScalingPolicy, UnreadableSpec> {
+        let mut sp = self.parse_spec()?;
+        sp.status = self.status.as_ref().and_then(|s| match serde_json::from_str::<ScalingPolicyStatus>(s.get()) {
+            Ok(status) => Some(status),
+            Err(error) => {
+                let error = without_position(&error);
+                tracing::warn!(%error, "ignoring an unreadable ScalingPolicy status");
+                None
+            }
+        });
+        Ok(sp)
+    }
+
+    /// [`RawScalingPolicy::parse`] without the status: for what reads only metadata and spec (the conflict
+    /// index, at every watch event), so the status and its history are not parsed for nothing.
+    pub fn parse_spec(&self) -> Result<ScalingPolicy, UnreadableSpec> {
         let mut text = serde_json::Deserializer::from_str(self.spec.get());
         let spec: ScalingPolicySpec = serde_path_to_error::deserialize(&mut text).map_err(|e| {
             let path = e.path().to_string();
             UnreadableSpec(describe(&format!("spec.{path}"), &without_position(&e.into_inner())))
         })?;
-        let status = self.status.as_ref().and_then(|s| match serde_json::from_str::<ScalingPolicyStatus>(s.get()) {
-            Ok(status) => Some(status),
-            Err(error) => {
-                tracing::warn!(%error, "ignoring an unreadable ScalingPolicy status");
-                None
-            }
-        });
-        Ok(ScalingPolicy { metadata: self.metadata.clone(), spec, status })
+        Ok(ScalingPolicy { metadata: self.metadata.clone(), spec, status: None })
     }
 
     /// The same object with a spec that is never read: what a failure report needs (metadata, status) when the

@@ -241,7 +241,7 @@ impl Claimant for RawScalingPolicy {
     }
 
     fn claim(&self) -> Option<(TargetKey, Claim)> {
-        let sp = self.parse().ok()?;
+        let sp = self.parse_spec().ok()?;
         let valid = Policy::try_from(&sp.spec).is_ok();
         policy_claim(&sp, valid)
     }
