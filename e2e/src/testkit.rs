@@ -11,7 +11,7 @@ use std::{
 };
 
 use foresight::{
-    api::ScalingPolicy,
+    api::{ScalingPolicy, spec::Metric},
     controller::{self, Clock, Context, RunOptions},
 };
 use jiff::Timestamp;
@@ -32,6 +32,20 @@ pub const T0: i64 = 1_704_067_200;
 /// [`T0`] plus `offset_seconds`.
 pub fn t(offset_seconds: i64) -> Timestamp {
     Timestamp::from_second(T0 + offset_seconds).expect("valid timestamp")
+}
+
+/// A metric named `name` with no source yet: the tests set the one they query.
+pub fn metric(name: &str) -> Metric {
+    Metric {
+        name: name.into(),
+        cpu: None,
+        memory: None,
+        latency: None,
+        error_rate: None,
+        request_rate: None,
+        query: None,
+        veto_scale_down: None,
+    }
 }
 
 /// A controller clock that reads `start` now and runs at real speed, so that the controller's range queries

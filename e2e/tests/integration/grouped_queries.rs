@@ -16,7 +16,7 @@ use foresight::source::{
     GroupedConfig, GroupedReader, MetricsSource, PrometheusConfig, PrometheusSource, QueryCounter, Sample,
 };
 use foresight_e2e::prometheus::{OpenMetricsBuilder, PromServer};
-use foresight_e2e::testkit::t;
+use foresight_e2e::testkit::{metric, t};
 
 const STEP: Duration = Duration::from_secs(15);
 const POINTS: i64 = 120; // 30 minutes
@@ -175,19 +175,6 @@ fn namespace(b: OpenMetricsBuilder, ns: &str, seed: u64) -> (OpenMetricsBuilder,
         }
     }
     (b, workloads)
-}
-
-fn metric(name: &str) -> Metric {
-    Metric {
-        name: name.into(),
-        cpu: None,
-        memory: None,
-        latency: None,
-        error_rate: None,
-        request_rate: None,
-        query: None,
-        veto_scale_down: None,
-    }
 }
 
 /// Every template with random parameters.

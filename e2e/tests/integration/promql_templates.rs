@@ -9,7 +9,7 @@ use foresight::api::spec::{CounterMetric, LatencyMetric, Metric, QueryMetric, Re
 use foresight::source::promql::{self, Scope};
 use foresight::source::{MetricsSource, PrometheusConfig, PrometheusSource};
 use foresight_e2e::prometheus::{OpenMetricsBuilder, PromServer, every};
-use foresight_e2e::testkit::t;
+use foresight_e2e::testkit::{metric, t};
 use std::time::Duration;
 
 const POINTS: usize = 120; // 30 minutes at 15 s
@@ -60,19 +60,6 @@ fn history() -> String {
         }
     }
     b.build().expect("valid history")
-}
-
-fn metric(name: &str) -> Metric {
-    Metric {
-        name: name.into(),
-        cpu: None,
-        memory: None,
-        latency: None,
-        error_rate: None,
-        request_rate: None,
-        query: None,
-        veto_scale_down: None,
-    }
 }
 
 fn web() -> TargetRef {
