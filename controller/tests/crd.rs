@@ -254,6 +254,21 @@ fn invalid_policies_are_rejected_with_a_message_naming_the_problem() {
             "does not match",
         ),
         (
+            "predictive step longer than its history",
+            Box::new(|p| p["spec"]["policies"]["predictive"] = predictive(json!({"history": "1h", "step": "1h30m"}))),
+            "step must not be longer than history",
+        ),
+        (
+            "predictive step longer than the default history of 7d",
+            Box::new(|p| p["spec"]["policies"]["predictive"] = predictive(json!({"step": "1w1m"}))),
+            "step must not be longer than history",
+        ),
+        (
+            "predictive history shorter than the default step of 5m",
+            Box::new(|p| p["spec"]["policies"]["predictive"] = predictive(json!({"history": "299s"}))),
+            "step must not be longer than history",
+        ),
+        (
             "queryOverride too long",
             Box::new(|p| p["spec"]["metrics"][0]["cpu"] = json!({"queryOverride": "x".repeat(5000)})),
             "longer than 4096",
@@ -267,6 +282,29 @@ fn invalid_policies_are_rejected_with_a_message_naming_the_problem() {
             errs.iter().any(|e| e.contains(expected)),
             "{name}: expected an error containing {expected:?}, got {errs:?}"
         );
+    }
+}
+
+/// A predictive policy on the valid policy's cpu metric, with `extra` fields.
+fn predictive(extra: Value) -> Value {
+    let mut p = json!({"metric": "cpu", "capacityPerReplica": 100});
+    p.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+    p
+}
+
+#[test]
+fn predictive_steps_within_their_history_pass_in_any_units() {
+    for (history, step) in
+        [("7d", "5m"), ("1h", "60m"), ("1w", "7d"), ("1h30m", "5400s"), ("2h", "0.5h"), ("10s", "9500ms")]
+    {
+        let mut policy = valid_policy();
+        policy["spec"]["policies"]["predictive"] = predictive(json!({"history": history, "step": step}));
+        assert_eq!(errors(&policy), Vec::<String>::new(), "history {history}, step {step}");
+    }
+    for only in [json!({}), json!({"step": "7d"}), json!({"history": "5m"})] {
+        let mut policy = valid_policy();
+        policy["spec"]["policies"]["predictive"] = predictive(only.clone());
+        assert_eq!(errors(&policy), Vec::<String>::new(), "{only} with the other default");
     }
 }
 

@@ -521,10 +521,29 @@ pub enum TargetType {
     AverageValue,
 }
 
+/// CEL for the seconds of a duration field in the policy grammar (`1m30s`, `7d`, `500ms`): the sum of its parts.
+/// CEL's own `duration()` knows no days or weeks.
+macro_rules! cel_seconds {
+    ($field:literal) => {
+        concat!(
+            $field,
+            ".findAll('[0-9.]+(ms|s|m|h|d|w)').map(p, double(p.find('^[0-9.]+')) * (p.endsWith('ms') ? 0.001 : ",
+            "p.endsWith('s') ? 1.0 : p.endsWith('m') ? 60.0 : p.endsWith('h') ? 3600.0 : p.endsWith('d') ? 86400.0 : ",
+            "604800.0)).sum()"
+        )
+    };
+}
+
 /// Forecast offered load with linear regression over Prometheus history and provision for it ahead of time.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.capacityPerReplica > 0.0").message("capacityPerReplica must be greater than 0").field_path(".capacityPerReplica"))]
+#[x_kube(
+    validation = Rule::new("self.capacityPerReplica > 0.0").message("capacityPerReplica must be greater than 0").field_path(".capacityPerReplica"),
+    validation = Rule::new(concat!(
+        "(has(self.step) ? ", cel_seconds!("self.step"), " : 300.0) <= (has(self.history) ? ",
+        cel_seconds!("self.history"), " : 604800.0)"
+    )).message("step must not be longer than history (defaults: step 5m, history 7d)").field_path(".step")
+)]
 pub struct PredictivePolicy {
     /// The metric that measures offered load (a name from spec.metrics; usually a requestRate).
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
