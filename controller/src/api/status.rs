@@ -92,7 +92,8 @@ pub struct MetricValue {
     /// "310ms > 300ms (scale-up bound)", or why it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
-    /// Ok, or why the value is missing (Empty, NotANumber, Stale, QueryFailed).
+    /// Ok, or why the value is missing: Empty (no series), NotFound (no series at any evaluation since the spec
+    /// was applied), NotANumber, Stale, QueryFailed, Negative, NoRequests.
     pub state: String,
     /// The replicas the policies using this metric proposed (the largest), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

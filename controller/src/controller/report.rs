@@ -188,12 +188,13 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
     history.truncate(o.history_limit.max(1));
 
     let current = if o.scaled { rec.desired } else { rec.current };
+    let not_found = never_found(old, o);
     let mut status = ScalingPolicyStatus {
         observed_generation: o.generation,
         current_replicas: Some(current as i32),
         desired_replicas: Some(rec.desired as i32),
         last_scale_time,
-        last_evaluation: Some(evaluation(o)),
+        last_evaluation: Some(evaluation(o, &not_found)),
         conditions: Vec::new(),
         history,
         recommendations: rec
@@ -205,7 +206,7 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
         // Settled or dropped by this evaluation (see `settle_pending`); a new scale's is written separately.
         pending_scale: None,
     };
-    let mut observed = observed(o, &status);
+    let mut observed = observed(o, &status, &not_found);
     match &o.conflict.conflict {
         Some((reason, message)) => observed.push(Observed::new(conditions::CONFLICT, true, *reason, message.clone())),
         // Said only once a conflict has been seen: most policies never have one.
@@ -219,6 +220,30 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
     }
     status.conditions = conditions::compute(&old.conditions, &observed, o.generation, o.now);
     status
+}
+
+/// The state of a metric in `status.lastEvaluation.metrics` whose every answer since the spec's generation was
+/// applied had no series.
+pub const NOT_FOUND: &str = "NotFound";
+
+/// The metrics whose every answer at this generation had no series: most likely a wrong metric name or label,
+/// or a target that does not export it (yet), not an outage, so it is said as a persistent `Ready=False`. The
+/// memory is the metric's state in status ([`NOT_FOUND`]), so it holds across evaluations and restarts: the
+/// first evaluation of a generation starts it, an answer with a series ends it (a later empty answer is then an
+/// ordinary `Empty`), and a failed query ends it too, since nothing can be said of series Prometheus did not
+/// answer for.
+fn never_found<'r>(old: &ScalingPolicyStatus, o: &Outcome<'r>) -> Vec<&'r str> {
+    let previous = old.last_evaluation.as_ref().filter(|_| old.observed_generation == o.generation);
+    o.rec
+        .readings
+        .iter()
+        .filter(|r| matches!(r.value, Err(engine::Missing::Empty)))
+        .filter(|r| match previous.and_then(|e| e.metrics.iter().find(|m| m.name == r.metric)) {
+            None => true,
+            Some(before) => before.state == NOT_FOUND,
+        })
+        .map(|r| r.metric.as_str())
+        .collect()
 }
 
 /// The status after a reconcile that could not evaluate (invalid spec, target missing, Prometheus
@@ -291,7 +316,11 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
             && before.is_none_or(|b| b.status != status || b.reason != now.map(|c| c.reason.as_str()).unwrap_or(""))
     };
     if changed(conditions::METRICS_AVAILABLE, "False") {
-        let failure = rec.missing_metrics().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; ");
+        let condition = conditions::find(&new.conditions, conditions::METRICS_AVAILABLE);
+        let failure = match condition.filter(|c| c.reason == "MetricNotFound") {
+            Some(c) => c.message.clone(),
+            None => rec.missing_metrics().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; "),
+        };
         out.push(Notice::warning("MetricsUnavailable", "ReadMetrics", failure));
     }
     if rec.fallback_active && changed(conditions::METRICS_AVAILABLE, "False") {
@@ -318,16 +347,29 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
     out
 }
 
-fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
+fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus, not_found: &[&str]) -> Vec<Observed> {
     let rec = o.rec;
     let mut ready = format!("evaluated every {}", format::duration(o.policy.interval));
     for note in o.notes {
         ready.push_str("; ");
         ready.push_str(note);
     }
-    let mut out = vec![match (o.mode, &o.conflict.conflict) {
-        (Mode::StandDown, Some((_, why))) => {
+    let not_found_message = (!not_found.is_empty()).then(|| {
+        let generation = o.generation.map(|g| format!(" (generation {g})")).unwrap_or_default();
+        format!(
+            "{}: Prometheus has had no series for {} since this spec{generation} was applied; check the metric \
+             and label names, and that the target exports {}",
+            not_found.join(", "),
+            if not_found.len() == 1 { "its query" } else { "their queries" },
+            if not_found.len() == 1 { "it" } else { "them" },
+        )
+    });
+    let mut out = vec![match (o.mode, &o.conflict.conflict, &not_found_message) {
+        (Mode::StandDown, Some((_, why)), _) => {
             Observed::new(conditions::READY, false, "StandingDown", format!("{ready}; not scaling: {why}"))
+        }
+        (_, _, Some(message)) => {
+            Observed::new(conditions::READY, false, "MetricNotFound", format!("{message}; {ready}"))
         }
         _ => Observed::new(conditions::READY, true, "Evaluated", ready),
     }];
@@ -336,7 +378,8 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
     // and would rewrite the condition each time).
     // Metrics that fail for the same reason (one Prometheus down, a breaker open) share one mention of it.
     let mut grouped: Vec<(Vec<&str>, String)> = Vec::new();
-    for (m, why) in rec.missing_metrics() {
+    // A metric never found is said on its own (below), not again among the missing.
+    for (m, why) in rec.missing_metrics().filter(|(m, _)| !not_found.contains(m)) {
         let why = match why {
             engine::Missing::Stale { .. } => "latest sample is stale".to_string(),
             other => other.to_string(),
@@ -350,7 +393,7 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
     // No requests is information, not an outage: said in words, never a warning.
     let idle: Vec<&str> = rec.idle_metrics().collect();
     let idle = if idle.is_empty() { String::new() } else { format!(" (no requests: {})", idle.join(", ")) };
-    out.push(if missing.is_empty() {
+    out.push(if missing.is_empty() && not_found_message.is_none() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
             true,
@@ -359,6 +402,9 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
         )
     } else if rec.fallback_active {
         Observed::new(conditions::METRICS_AVAILABLE, false, "FallbackActive", rec.reason.clone())
+    } else if let Some(message) = not_found_message {
+        let others = if missing.is_empty() { String::new() } else { format!("; missing: {}", missing.join("; ")) };
+        Observed::new(conditions::METRICS_AVAILABLE, false, "MetricNotFound", format!("{message}{others}"))
     } else if rec.missing_metrics().count() == rec.readings.len() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
@@ -437,7 +483,7 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus) -> Vec<Observed> {
     out
 }
 
-fn evaluation(o: &Outcome<'_>) -> Evaluation {
+fn evaluation(o: &Outcome<'_>, not_found: &[&str]) -> Evaluation {
     let rec = o.rec;
     let metrics = rec
         .readings
@@ -445,8 +491,13 @@ fn evaluation(o: &Outcome<'_>) -> Evaluation {
         .map(|r| MetricValue {
             name: r.metric.clone(),
             value: r.value.as_ref().ok().copied(),
-            current: Some(metric_summary(o.policy, r)),
+            current: Some(if not_found.contains(&r.metric.as_str()) {
+                "missing: no series since this spec was applied".to_string()
+            } else {
+                metric_summary(o.policy, r)
+            }),
             state: match &r.value {
+                _ if not_found.contains(&r.metric.as_str()) => NOT_FOUND.into(),
                 Ok(_) => "Ok".into(),
                 Err(m) => m.state().into(),
             },
@@ -734,6 +785,50 @@ mod tests {
         assert_eq!(
             c.message,
             "no metric could be read (cpu, p99: query failed: cannot reach Prometheus: connection refused)"
+        );
+    }
+
+    #[test]
+    fn a_metric_never_found_since_the_spec_was_applied_is_a_persistent_ready_false() {
+        let p = policy();
+        let empty = rec(3, 3, Err(Missing::Empty));
+        let reason = |s: &ScalingPolicyStatus, t| conditions::find(&s.conditions, t).map(|c| c.reason.clone());
+        let state = |s: &ScalingPolicyStatus| s.last_evaluation.as_ref().map(|e| e.metrics[0].state.clone());
+
+        let first = next_status(&ScalingPolicyStatus::default(), &outcome(&p, &empty, at(0), false));
+        let ready = conditions::find(&first.conditions, conditions::READY).expect("ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "MetricNotFound"));
+        assert_eq!(
+            ready.message,
+            "cpu: Prometheus has had no series for its query since this spec (generation 1) was applied; check \
+             the metric and label names, and that the target exports it; evaluated every 15s"
+        );
+        assert_eq!(reason(&first, conditions::METRICS_AVAILABLE).as_deref(), Some("MetricNotFound"));
+        assert_eq!(state(&first).as_deref(), Some(NOT_FOUND));
+        let events = notices(&ScalingPolicyStatus::default(), &first, &outcome(&p, &empty, at(0), false));
+        assert!(events.iter().any(|e| e.warning && e.note.starts_with("cpu: Prometheus has had no series")));
+
+        // It stays so, evaluation after evaluation (the memory is in status), and it is written once.
+        let second = next_status(&first, &outcome(&p, &empty, at(15), false));
+        assert_eq!(reason(&second, conditions::READY).as_deref(), Some("MetricNotFound"));
+        assert!(!needs_write(&first, &second));
+
+        // A series ends it; an empty answer after that is an ordinary gap under Ready=True.
+        let read = next_status(&second, &outcome(&p, &rec(3, 3, Ok(60.0)), at(30), false));
+        assert_eq!(reason(&read, conditions::READY).as_deref(), Some("Evaluated"));
+        let gap = next_status(&read, &outcome(&p, &empty, at(45), false));
+        assert_eq!(reason(&gap, conditions::READY).as_deref(), Some("Evaluated"));
+        assert_eq!(reason(&gap, conditions::METRICS_AVAILABLE).as_deref(), Some("FailedGetMetric"));
+        assert_eq!(state(&gap).as_deref(), Some("Empty"));
+
+        // A new spec starts over: it may have changed the query.
+        let mut o = outcome(&p, &empty, at(60), false);
+        o.generation = Some(2);
+        let changed = next_status(&gap, &o);
+        assert_eq!(reason(&changed, conditions::READY).as_deref(), Some("MetricNotFound"));
+        assert!(
+            conditions::find(&changed.conditions, conditions::READY)
+                .is_some_and(|c| c.message.contains("generation 2"))
         );
     }
 

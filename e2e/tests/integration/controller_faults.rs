@@ -180,3 +180,58 @@ async fn an_open_circuit_names_the_underlying_cause_once() {
     assert!(ready.matches("circuit open").count() <= 1, "{ready}");
     running.stop().await;
 }
+
+/// A raw query that matches nothing in Prometheus (a typo in the metric name): `Ready=False MetricNotFound`,
+/// naming the metric, for as long as it stays so, with one Warning; the replicas are held (missing data never
+/// scales down). Fixing the query (a new generation) makes the policy Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_that_never_exists_is_a_persistent_ready_false_until_its_query_is_fixed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prometheus = PromServer::start(&history()).unwrap_or_else(|e| panic!("cannot start Prometheus: {e}"));
+    let server = testkit::api_server();
+    let client = server.client();
+    let (deployments, policies) = testkit::web_deployment(&server, 4).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "shop");
+    let spec = |query: &str| {
+        json!({
+            "targetRef": { "name": "web" },
+            "maxReplicas": 10,
+            "interval": "1s",
+            "metrics": [ { "name": "cpu", "cpu": {} }, { "name": "queue", "query": { "promql": query } } ],
+            // cpu at 70 % of a 95 % target asks for fewer replicas: only the missing queue holds them at 4.
+            "policies": { "target": [ { "metric": "cpu", "value": 95 }, { "metric": "queue", "value": 10 } ] },
+            "behavior": { "scaleDown": { "cooldown": "0s", "stabilizationWindow": "0s" } }
+        })
+    };
+    testkit::create_policy(&policies, "web", spec("sum(queue_depht{namespace=\"shop\"})")).await;
+    let clock = testkit::clock_from(t(30 * 60));
+    let pool = Arc::new(SourcePool::new(BreakerConfig::default(), Arc::new(NoopObserver)));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Sources::Pool(pool), Some(prometheus.url()), "faults-test").with_clock(clock),
+    );
+    let running = testkit::spawn_controller(ctx, &["shop"], 2);
+
+    eventually("Ready=False MetricNotFound", WAIT, || async {
+        condition(&policies, "Ready").await == Some(("False".into(), "MetricNotFound".into()))
+    })
+    .await;
+    // It persists evaluation after evaluation, and is warned about once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(condition(&policies, "Ready").await, Some(("False".into(), "MetricNotFound".into())));
+    let message = condition_message(&policies, "Ready").await.unwrap_or_default();
+    assert!(message.starts_with("queue: Prometheus has had no series for its query since this spec"), "{message}");
+    assert_eq!(condition(&policies, "MetricsAvailable").await, Some(("False".into(), "MetricNotFound".into())));
+    let list = events.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+    let warned: Vec<_> = list.iter().filter(|e| e.reason.as_deref() == Some("MetricsUnavailable")).collect();
+    assert_eq!(warned.len(), 1, "one Warning, not one per evaluation: {warned:?}");
+    assert!(warned[0].series.is_none(), "not repeated: {:?}", warned[0]);
+    assert_eq!(replicas(&deployments).await, Some(4), "a metric never found blocks scale-down");
+
+    let fixed = json!({ "spec": spec("sum(kube_pod_container_resource_requests{namespace=\"shop\"})") });
+    policies.patch("web", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&fixed)).await.expect("patch");
+    eventually("Ready once the query finds series", WAIT, || async {
+        condition(&policies, "Ready").await == Some(("True".into(), "Evaluated".into()))
+    })
+    .await;
+    running.stop().await;
+}
