@@ -277,6 +277,61 @@ async fn dry_run_records_decisions_without_patching_and_pause_stops_patching() {
     done(&h, started);
 }
 
+/// Two policies on one Deployment (applying every example does this): only the older acts, both say so in a
+/// Conflict condition and a Warning Event, and the newer takes over once the older is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_two_policies_on_one_target_only_the_older_acts_until_it_is_deleted() {
+    let started = Instant::now();
+    // 80 % CPU: the older policy scales to 3; the newer one is capped at 2 and would hold there.
+    let h = start(Scenario::new("two-policies").replicas(2).profile(LoadProfile::Constant(80.0))).await;
+    h.apply_policy(CPU_THRESHOLD).await.expect("apply the older policy");
+    // Creation times have a resolution of a second: the second policy is younger by more than that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let capped = CPU_THRESHOLD.replace("name: web-cpu", "name: web-capped").replace("maxReplicas: 6", "maxReplicas: 2");
+    h.apply_policy(&capped).await.expect("apply the newer policy");
+
+    h.wait_for_replicas("the older policy to scale out to 3", MINUTE, |r| r == 3).await;
+    let newer = h
+        .wait_for("the newer policy to stand down", MINUTE, || async {
+            let s = h.status_of("web-capped").await?;
+            (condition(&s, "Conflict")?.0 == "True"
+                && condition(&s, "Ready")? == ("False".into(), "StandingDown".into()))
+                .then_some(s)
+        })
+        .await;
+    let message = newer.conditions.iter().find(|c| c.type_ == "Conflict").map(|c| c.message.clone());
+    assert!(message.as_deref().is_some_and(|m| m.contains("web-cpu")), "names the policy that acts: {message:?}");
+    h.wait_for("Conflict=True on the older policy, which stays Ready", MINUTE, || async {
+        let s = h.status_of("web-cpu").await?;
+        (condition(&s, "Conflict")?.0 == "True" && condition(&s, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    h.wait_for("a Warning Event on each policy", MINUTE, || async {
+        let warned: std::collections::BTreeSet<String> = h
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e.type_.as_deref() == Some("Warning") && e.reason.as_deref().is_some_and(|r| r.contains("Conflict"))
+            })
+            .filter_map(|e| e.regarding.and_then(|r| r.name))
+            .collect();
+        (warned.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(h.replicas().await, 3, "the newer, capped policy scaled the target while standing down");
+
+    // Without the older one, the newer acts: its maxReplicas of 2 brings the target down.
+    h.delete_policy("web-cpu").await.expect("delete the older policy");
+    h.wait_for_replicas("the newer policy to take over and cap at 2", MINUTE, |r| r == 2).await;
+    h.wait_for("the newer policy Ready without a conflict", MINUTE, || async {
+        let s = h.status_of("web-capped").await?;
+        (condition(&s, "Conflict")?.0 == "False" && condition(&s, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    done(&h, started);
+}
+
 /// Foresight records a replica change it did not make when it compares the target with the last change in
 /// its history, so the policy scales once first (80 % CPU at 2 replicas asks for 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -328,8 +328,20 @@ impl Harness {
     /// The followed policy's status, if it has one yet.
     pub async fn policy_status(&self) -> Option<ScalingPolicyStatus> {
         let name = self.policy.lock().unwrap_or_else(PoisonError::into_inner).clone()?;
+        self.status_of(&name).await
+    }
+
+    /// The status of the scenario's policy `name`, if it has one yet.
+    pub async fn status_of(&self, name: &str) -> Option<ScalingPolicyStatus> {
         let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), &self.scenario.namespace);
-        api.get_opt(&name).await.ok().flatten()?.status
+        api.get_opt(name).await.ok().flatten()?.status
+    }
+
+    /// Deletes the scenario's policy `name`.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), HarnessError> {
+        let api: Api<ScalingPolicy> = Api::namespaced(self.client.clone(), &self.scenario.namespace);
+        api.delete(name, &Default::default()).await.map_err(kube_error("delete policy"))?;
+        Ok(())
     }
 
     /// Events in the scenario's namespace (`events.k8s.io/v1`, as kube-runtime's Recorder writes them).
