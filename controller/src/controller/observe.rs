@@ -112,10 +112,11 @@ pub async fn observe(
             (metrics, forecast)
         }
         Err(why) => {
-            let forecast = policy
-                .predictive
-                .as_ref()
-                .map(|_| Forecast::Abstain { reason: format!("no Prometheus: {why}"), samples: 0 });
+            let forecast = policy.predictive.as_ref().map(|_| Forecast::Abstain {
+                reason: format!("no Prometheus: {why}"),
+                samples: 0,
+                periods: Vec::new(),
+            });
             (all_failed(sp, why), forecast)
         }
     };
@@ -161,12 +162,16 @@ async fn forecast(
         return ctx.forecast(&key, rule, &[], now);
     }
     let Some(metric) = sp.spec.metrics.iter().find(|m| m.name == rule.metric) else {
-        return Forecast::Abstain { reason: format!("metric {:?} is not defined", rule.metric), samples: 0 };
+        return Forecast::Abstain {
+            reason: format!("metric {:?} is not defined", rule.metric),
+            samples: 0,
+            periods: Vec::new(),
+        };
     };
     let scope = Scope::new(namespace, &sp.spec.target_ref).with_tenancy(ctx.promql_tenancy);
     let query = match promql::query(metric, scope) {
         Ok(q) => q,
-        Err(e) => return Forecast::Abstain { reason: e.to_string(), samples: 0 },
+        Err(e) => return Forecast::Abstain { reason: e.to_string(), samples: 0, periods: Vec::new() },
     };
     let step = rule.step.max(Duration::from_secs(1));
     let chunk = step * MAX_POINTS_PER_QUERY as u32;
@@ -183,7 +188,13 @@ async fn forecast(
                     }
                 }
             }
-            Err(e) => return Forecast::Abstain { reason: format!("history query failed: {e}"), samples: 0 },
+            Err(e) => {
+                return Forecast::Abstain {
+                    reason: format!("history query failed: {e}"),
+                    samples: 0,
+                    periods: Vec::new(),
+                };
+            }
         }
         start = end;
     }

@@ -556,12 +556,13 @@ fn prediction(o: &Outcome<'_>) -> Option<Prediction> {
             used,
             reason,
         },
-        Some(Forecast::Abstain { samples, .. }) => Prediction {
+        Some(Forecast::Abstain { samples, periods, .. }) => Prediction {
             forecast: None,
             horizon,
             required_replicas: None,
             samples: (*samples).min(i32::MAX as usize) as i32,
             error: None,
+            periods: periods.iter().map(|&p| format::duration(Duration::from_secs_f64(display_period(p)))).collect(),
             used: false,
             reason,
             ..Prediction::default()

@@ -59,6 +59,9 @@ pub enum Forecast {
     Abstain {
         reason: String,
         samples: usize,
+        /// The periods of a model that was fitted but is not used (it forecast worse than the load now), seconds,
+        /// shortest first; empty when there is no model.
+        periods: Vec<f64>,
     },
 }
 

@@ -257,6 +257,12 @@ impl Calibration {
     /// For every origin whose look-ahead `(t, t + horizon]` lies in the holdout: the highest load that arrived in
     /// it and the highest forecast made for it at the origin.
     fn peak_windows(&self, horizon: f64) -> Vec<(f64, f64)> {
+        self.windows(horizon).into_iter().map(|w| (w.actual, w.forecast)).collect()
+    }
+
+    /// [`Calibration::peak_windows`] with the load at each origin, what a forecast of "the load now" would have
+    /// said for the window.
+    fn windows(&self, horizon: f64) -> Vec<Window> {
         let n = self.times.len();
         let Some(&last) = self.times.last() else { return Vec::new() };
         let mut windows = Vec::new();
@@ -276,11 +282,53 @@ impl Calibration {
                 forecast = forecast.max((self.base[j] + level).max(self.floor));
             }
             if actual.is_finite() && forecast.is_finite() {
-                windows.push((actual, forecast));
+                windows.push(Window { actual, forecast, now: self.values[o] });
             }
         }
         windows
     }
+}
+
+/// One out-of-sample look-ahead of the holdout: its highest load, the highest forecast made for it at its origin,
+/// and the load at the origin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    actual: f64,
+    forecast: f64,
+    now: f64,
+}
+
+/// Of the additive and the multiplicative headroom that cover `coverage` of the `(actual, predicted)` windows,
+/// the one that provisions less over them, with what it provisions for each window.
+fn cheapest_headroom(windows: &[(f64, f64)], coverage: f64) -> Option<(Headroom, Vec<f64>)> {
+    let added = Headroom::Add(added_margin(windows, coverage)?);
+    // A factor can only cover a window whose prediction is positive; one that is not counts as uncovered.
+    let ratios = windows.iter().map(|&(a, f)| if f > 0.0 { a / f } else { f64::INFINITY }).collect();
+    let scaled = conformal_quantile(ratios, coverage).filter(|q| q.is_finite()).map(|q| Headroom::Scale(q.max(1.0)));
+    let provisioned = |h: Headroom| windows.iter().map(|&(_, f)| h.apply(f)).collect::<Vec<f64>>();
+    let with_added = provisioned(added);
+    match scaled.map(|h| (h, provisioned(h))) {
+        Some((h, p)) if p.iter().sum::<f64>() < with_added.iter().sum::<f64>() => Some((h, p)),
+        _ => Some((added, with_added)),
+    }
+}
+
+/// The standard errors by which the forecast must provision more than "the load now" before it is judged worse
+/// (see [`Model::skill`]): two, a one-sided test at about 2.3 % for a normal mean, the same two-sigma rule the
+/// fallback margin uses. A forecast no worse than that keeps acting.
+pub const SKILL_SIGMAS: f64 = 2.0;
+
+/// How the forecast compares with "the load now" on the holdout at the same coverage (see [`Model::skill`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Skill {
+    /// The load the forecast provisioned over the windows, relative to the load now's: 1 − forecast / naive
+    /// (0.1: the forecast provisioned 10 % less for the same coverage; negative: more).
+    pub saving: f64,
+    /// The look-ahead windows compared, and how many independent ones they amount to (they overlap).
+    pub windows: usize,
+    pub independent: f64,
+    /// The forecast provisioned more, by more than [`SKILL_SIGMAS`] standard errors of the mean difference.
+    pub worse: bool,
 }
 
 /// [`Model::margin`] over `(actual, forecast)` peak windows: the conformal quantile of their errors, never negative.
@@ -420,17 +468,39 @@ impl Model {
     /// factor too large when it is high. `None` when the holdout is shorter than the look-ahead.
     pub fn headroom(&self, horizon_secs: f64, coverage: f64) -> Option<Calibrated> {
         let windows = self.calibration.peak_windows(horizon_secs.max(0.0));
-        let added = Headroom::Add(added_margin(&windows, coverage)?);
-        // A factor can only cover a window whose forecast is positive; one that is not counts as uncovered.
-        let ratios = windows.iter().map(|&(a, f)| if f > 0.0 { a / f } else { f64::INFINITY }).collect();
-        let scaled =
-            conformal_quantile(ratios, coverage).filter(|q| q.is_finite()).map(|q| Headroom::Scale(q.max(1.0)));
-        let cost = |h: Headroom| windows.iter().map(|&(_, f)| h.apply(f)).sum::<f64>();
-        let headroom = match scaled {
-            Some(scaled) if cost(scaled) < cost(added) => scaled,
-            _ => added,
-        };
+        let (headroom, _) = cheapest_headroom(&windows, coverage)?;
         Some(Calibrated { headroom, windows: windows.len() })
+    }
+
+    /// Whether the forecast earns its place: on the holdout's out-of-sample look-aheads, the load it provisions
+    /// for at `coverage` (its peak raised by its own calibrated headroom) against what "the load now" raised by
+    /// *its* calibrated headroom provisions for the same coverage. That naive forecast is what a reactive rule
+    /// provisions from, so a forecast that needs more capacity than it to cover the same share of peaks adds
+    /// cost and no protection. The windows overlap (one starts every sample), so the mean difference is judged
+    /// against its standard error over the independent windows they amount to (one per look-ahead's worth of
+    /// samples), and the forecast is `worse` only beyond [`SKILL_SIGMAS`] of it: a short holdout or a small
+    /// difference keeps the forecast. `None` when the holdout is shorter than the look-ahead.
+    pub fn skill(&self, horizon_secs: f64, coverage: f64) -> Option<Skill> {
+        let horizon = horizon_secs.max(0.0);
+        let windows = self.calibration.windows(horizon);
+        let pairs = |f: fn(&Window) -> f64| windows.iter().map(|w| (w.actual, f(w))).collect::<Vec<_>>();
+        let (_, forecast) = cheapest_headroom(&pairs(|w| w.forecast), coverage)?;
+        let (_, naive) = cheapest_headroom(&pairs(|w| w.now), coverage)?;
+        let n = windows.len();
+        let (sum_forecast, sum_naive) = (forecast.iter().sum::<f64>(), naive.iter().sum::<f64>());
+        let differences: Vec<f64> = forecast.iter().zip(&naive).map(|(f, n)| f - n).collect();
+        let mean = differences.iter().sum::<f64>() / n as f64;
+        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+        let spacing = median_spacing(&self.calibration.times);
+        let per_window = if spacing > 0.0 { (horizon / spacing).max(1.0) } else { 1.0 };
+        let independent = (n as f64 / per_window).max(1.0);
+        let standard_error = (variance / independent).sqrt();
+        Some(Skill {
+            saving: if sum_naive > 0.0 { 1.0 - sum_forecast / sum_naive } else { 0.0 },
+            windows: n,
+            independent,
+            worse: independent >= 2.0 && mean > SKILL_SIGMAS * standard_error,
+        })
     }
 
     /// Every period the model repeats, in seconds, shortest first: a day and a week when their Fourier terms were

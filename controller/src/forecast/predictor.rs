@@ -16,6 +16,10 @@
 //! factor of it, whichever provisioned less over the holdout (`Model::headroom`). Only when
 //! the holdout is too short to measure any (it is shorter than the look-ahead) does the margin fall back to
 //! `MARGIN_SPREADS` robust standard deviations of the forecast's error at the look-ahead.
+//!
+//! A forecast must also earn its place (`Model::skill`): if on the holdout's look-aheads it needed clearly more
+//! capacity than "the load now" with its own calibrated headroom for the same coverage (what a reactive rule
+//! provisions from), it abstains until the next refit and says so, and the reactive rules decide alone.
 
 use std::time::Duration;
 
@@ -64,13 +68,12 @@ pub struct Predictor {
 enum Fit {
     /// A model, and its calibrated headroom over the rule's look-ahead with the number of windows behind it (the
     /// same for every forecast from this model, so computed once per fit).
-    Model {
-        model: Box<Model>,
-        calibrated: Option<Calibrated>,
-    },
+    Model { model: Box<Model>, calibrated: Option<Calibrated> },
     Abstain {
         reason: String,
         samples: usize,
+        /// The periods of a fitted model that is not used.
+        periods: Vec<f64>,
     },
 }
 
@@ -116,10 +119,10 @@ impl Predictor {
         }
         match &self.fitted {
             Some((_, Fit::Model { model, calibrated })) => self.peak(model, *calibrated, now),
-            Some((_, Fit::Abstain { reason, samples })) => {
-                Forecast::Abstain { reason: reason.clone(), samples: *samples }
+            Some((_, Fit::Abstain { reason, samples, periods })) => {
+                Forecast::Abstain { reason: reason.clone(), samples: *samples, periods: periods.clone() }
             }
-            None => Forecast::Abstain { reason: "no forecast yet".into(), samples: 0 },
+            None => Forecast::Abstain { reason: "no forecast yet".into(), samples: 0, periods: Vec::new() },
         }
     }
 
@@ -140,6 +143,7 @@ impl Predictor {
                     self.rule.metric, self.config.min_samples
                 ),
                 samples,
+                periods: Vec::new(),
             };
         }
         self.config.seasonality = match self.rule.seasonality {
@@ -177,11 +181,28 @@ impl Predictor {
         };
         match result {
             Ok(model) => {
-                let calibrated = model.headroom(self.rule.lookahead.as_secs_f64(), self.rule.coverage);
-                Fit::Model { model: Box::new(model), calibrated }
+                let lookahead = self.rule.lookahead.as_secs_f64();
+                match model.skill(lookahead, self.rule.coverage) {
+                    Some(skill) if skill.worse => Fit::Abstain {
+                        reason: format!(
+                            "on {} recent look-aheads the forecast needed {:.0}% more capacity than the load at the \
+                             time for the same {:.1}% coverage: the reactive rules decide",
+                            skill.windows,
+                            -100.0 * skill.saving,
+                            self.rule.coverage * 100.0
+                        ),
+                        samples,
+                        periods: model.periods(),
+                    },
+                    _ => {
+                        Fit::Model { calibrated: model.headroom(lookahead, self.rule.coverage), model: Box::new(model) }
+                    }
+                }
             }
-            Err(ForecastError::Abstain { reason }) => Fit::Abstain { reason: reason.to_string(), samples },
-            Err(e) => Fit::Abstain { reason: e.to_string(), samples },
+            Err(ForecastError::Abstain { reason }) => {
+                Fit::Abstain { reason: reason.to_string(), samples, periods: Vec::new() }
+            }
+            Err(e) => Fit::Abstain { reason: e.to_string(), samples, periods: Vec::new() },
         }
     }
 
@@ -212,7 +233,7 @@ impl Predictor {
                     detail: ForecastDetail { periods: model.periods(), margin: provisioned - peak, margin_basis },
                 }
             }
-            Err(e) => Forecast::Abstain { reason: e.to_string(), samples: model.samples() },
+            Err(e) => Forecast::Abstain { reason: e.to_string(), samples: model.samples(), periods: model.periods() },
         }
     }
 }
@@ -270,7 +291,7 @@ mod tests {
     fn abstains_with_too_few_samples_and_says_why() {
         let mut p = Predictor::new(&rule());
         match p.forecast(&daily(0, 4 * STEP), t(4 * STEP)) {
-            Forecast::Abstain { reason, samples } => {
+            Forecast::Abstain { reason, samples, .. } => {
                 assert_eq!(samples, 5);
                 assert!(reason.contains("5 samples") && reason.contains("10 needed"), "{reason}");
             }
@@ -292,6 +313,39 @@ mod tests {
         assert!(peak <= truth + 5.0, "peak {peak} far above {truth} on a noiseless cycle");
         assert_eq!(samples, history.len());
         assert!(error < 0.05, "holdout error {error}");
+    }
+
+    /// A week of a daily cycle with noise; with `stops`, the cycle stops for the last 17 hours (a holiday, a
+    /// migration): the load stays at its mean.
+    fn cycle_that_stops(stops: bool) -> Vec<Sample> {
+        let end = 7 * DAY;
+        (0..=end / STEP)
+            .map(|i| {
+                let s = i * STEP;
+                let phase = std::f64::consts::TAU * s as f64 / DAY as f64;
+                let noise = 3.0 * ((s as f64 * 0.731).sin() + (s as f64 * 1.37).cos());
+                let cycle = if stops && s > end - 17 * 3600 { 0.0 } else { 80.0 * phase.sin() };
+                Sample::new(t(s), 200.0 + cycle + noise)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forecast_worse_than_the_load_now_stands_aside_and_says_why() {
+        let now = t(7 * DAY);
+        // The cycle goes on: the forecast beats "the load now" and acts.
+        let going_on = Predictor::new(&rule()).forecast(&cycle_that_stops(false), now);
+        assert!(matches!(going_on, Forecast::Ready { .. }), "{going_on:?}");
+        // The cycle stopped: on the recent look-aheads the model's shape is wrong and needs more headroom than the
+        // flat load now does to cover the same 95 %. The reactive rules decide; the model's period is still shown.
+        match Predictor::new(&rule()).forecast(&cycle_that_stops(true), now) {
+            Forecast::Abstain { reason, periods, .. } => {
+                assert!(reason.contains("more capacity than the load at the time"), "{reason}");
+                assert!(reason.contains("95.0% coverage"), "{reason}");
+                assert_eq!(periods, [DAY as f64]);
+            }
+            other => panic!("expected the forecast to stand aside, got {other:?}"),
+        }
     }
 
     #[test]
@@ -375,7 +429,9 @@ mod redetection {
     fn periods(f: &Forecast) -> Vec<f64> {
         match f {
             Forecast::Ready { detail, .. } => detail.periods.clone(),
-            other => panic!("expected a forecast, got {other:?}"),
+            // A model fitted but not used (it forecast worse than the load now) still says what it found.
+            Forecast::Abstain { periods, .. } if !periods.is_empty() => periods.clone(),
+            other => panic!("expected a fitted model, got {other:?}"),
         }
     }
 
