@@ -4,7 +4,9 @@
 //! that matters is the per-fit time at 2,016 points; 10,080 points is one week of 1-minute samples.
 //! `Auto` adds the period detection (a periodogram, and a profile per short period) to every fit; the `spiky`
 //! histories add a 5-minute spike every hour, so detection finds and models a third period.
-//! Run with `cargo bench --bench forecast`; prints a table, asserts nothing.
+//! Run with `cargo bench --bench forecast`; prints a table, asserts nothing. Arguments select cases by their
+//! points and seasonality: `cargo bench --bench forecast -- 10080` runs the 10,080-point cases, `-- 10080/Auto`
+//! the ones with period detection (a case runs if its `points/seasonality[ spiky]` contains any argument).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -69,7 +71,13 @@ fn main() {
         "{:>7} {:>6} {:>7} {:>18} {:>16} {:>10} {:>10} {:>10} {:>14}",
         "points", "step", "span", "seasonality", "periods (h)", "median", "p99", "mean", "62k fits"
     );
+    // cargo bench passes --bench; every other argument selects cases.
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     for case in cases {
+        let label = format!("{}/{:?}{}", case.points, case.seasonality, if case.spiky { " spiky" } else { "" });
+        if !wanted.is_empty() && !wanted.iter().any(|w| label.contains(w.as_str())) {
+            continue;
+        }
         let samples = history(case.points, case.step, case.spiky);
         let now = samples.last().map_or(T0, |s| s.0);
         let cfg = ForecastConfig { seasonality: case.seasonality, ..ForecastConfig::default() };

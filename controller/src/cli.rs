@@ -212,7 +212,11 @@ fn backtest_sweep(
     let started = Instant::now();
     let sweep = backtest::sweep::sweep(&plan, threads)?;
     print!("{}", sweep.table());
-    eprintln!("swept in {:.1}s on {threads} threads", started.elapsed().as_secs_f64());
+    let shared = match sweep.shared_fits {
+        Some((made, taken)) => format!(" (the policy's runs made {made} forecast fits and shared them {taken} times)"),
+        None => String::new(),
+    };
+    eprintln!("swept in {:.1}s on {threads} threads{shared}", started.elapsed().as_secs_f64());
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;

@@ -29,7 +29,7 @@ use crate::{
         },
         target::ceil_replicas,
     },
-    forecast::Predictor,
+    forecast::{FitCache, Predictor},
 };
 
 /// Status keeps this many scale events (the CRD's default historyLimit).
@@ -212,6 +212,17 @@ pub enum SimulateError {
 
 /// Replays one strategy over the whole trace. `progress` is called with the number of ticks done.
 pub fn simulate(setup: &Setup, strategy: &Strategy, progress: &mut dyn FnMut(u64)) -> Result<Outcome, SimulateError> {
+    simulate_shared(setup, strategy, None, progress)
+}
+
+/// [`simulate`], with the policy's forecasts fitted through `fits` (shared with other runs, see
+/// [`FitCache`]; the same decisions as without it).
+pub fn simulate_shared(
+    setup: &Setup,
+    strategy: &Strategy,
+    fits: Option<&FitCache>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Outcome, SimulateError> {
     let started = std::time::Instant::now();
     let first = *setup.loads.first().ok_or(SimulateError::EmptyTrace)?;
     let mut run = Run::new(setup);
@@ -220,23 +231,23 @@ pub fn simulate(setup: &Setup, strategy: &Strategy, progress: &mut dyn FnMut(u64
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
             let units = rate_scale(setup, policy);
             if *headroom == 1.0 {
-                run_engine(setup, policy, units, *starting_pods_at_zero, initial, &mut run, progress);
+                run_engine(setup, policy, units, *starting_pods_at_zero, initial, fits, &mut run, progress);
             } else {
                 let scaled = super::sweep::with_headroom(policy, *headroom);
-                run_engine(setup, &scaled, units, *starting_pods_at_zero, initial, &mut run, progress);
+                run_engine(setup, &scaled, units, *starting_pods_at_zero, initial, fits, &mut run, progress);
             }
         }
         Strategy::Hpa { target, min, max } => {
             let policy = hpa_policy(*target, *min, *max);
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
             // metrics-server's view (ready pods) plus the engine's HPA handling of starting pods.
-            run_engine(setup, &policy, 1.0, false, initial, &mut run, progress);
+            run_engine(setup, &policy, 1.0, false, initial, None, &mut run, progress);
         }
         Strategy::Kpa { target, min, max } => {
             let policy = kpa_policy(*target, setup.capacity / setup.step_secs, *min, *max);
             let initial = setup.needed(first).clamp(policy.min_replicas, policy.max_replicas);
             // The activator and queue-proxy count requests at every pod; ready pods for the rates.
-            run_engine(setup, &policy, 1.0, false, initial, &mut run, progress);
+            run_engine(setup, &policy, 1.0, false, initial, None, &mut run, progress);
         }
         Strategy::Static => {
             let replicas = setup.loads.iter().map(|&l| setup.needed(l)).max().unwrap_or(0);
@@ -346,13 +357,15 @@ pub fn rate_scale(setup: &Setup, policy: &Policy) -> f64 {
 }
 
 /// Replays an engine policy: observe, forecast, `engine::recommend`, act, exactly as a reconcile does.
-/// Request rates are reported times `rate_scale`.
+/// Request rates are reported times `rate_scale`. The forecasts' fits go through `fits` when given.
+#[allow(clippy::too_many_arguments)]
 fn run_engine(
     setup: &Setup,
     policy: &Policy,
     rate_scale: f64,
     starting_pods_at_zero: bool,
     initial: u32,
+    fits: Option<&FitCache>,
     run: &mut Run<'_>,
     progress: &mut dyn FnMut(u64),
 ) {
@@ -368,7 +381,12 @@ fn run_engine(
         let kind = policy.metric(&rule.metric).map(|m| m.kind).unwrap_or(MetricKind::Query);
         let step = (rule.step.as_secs() as i64).max(setup.tick_secs);
         let past = History::new(rule.history.as_secs() as i64, step);
-        (Predictor::new(rule), kind, step, past)
+        let predictor = Predictor::new(rule);
+        let predictor = match fits {
+            Some(cache) => predictor.shared(cache.clone()),
+            None => predictor,
+        };
+        (predictor, kind, step, past)
     });
 
     for k in 0..setup.loads.len() {

@@ -9,15 +9,18 @@
 //! points, tells whether one strategy is better or only tuned differently: a point below and left of another
 //! curve beats it at the same cost or the same violations.
 //!
-//! Every run is independent, so they run on all cores.
+//! Every run is independent, so they run on all cores; the policy's runs share their forecasts' fits.
 
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use super::{BacktestError, Plan, strategy::Strategy, strategy::simulate};
-use crate::engine::policy::Policy;
+use super::{BacktestError, Plan, strategy::Strategy, strategy::simulate_shared};
+use crate::{
+    engine::policy::{MetricKind, Policy},
+    forecast::FitCache,
+};
 
 /// Headroom factors for the policy: 1 is the shipped policy; ±40 % around it in steps of 10 %.
 pub const HEADROOM: [f64; 9] = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4];
@@ -64,6 +67,9 @@ pub struct Curve {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sweep {
     pub curves: Vec<Curve>,
+    /// When the policy's runs shared their forecasts' fits: how many fits were made, and how many times the runs
+    /// took one (`FitCache::stats`).
+    pub shared_fits: Option<(u64, u64)>,
 }
 
 /// Runs the sweep of a plan: its policy at every headroom, its HPA and KPA baselines (if compared) at every
@@ -113,19 +119,32 @@ pub fn sweep(plan: &Plan, threads: usize) -> Result<Sweep, BacktestError> {
         jobs.push((usize::MAX, 0.0, Strategy::Oracle));
     }
     let setup = super::strategy::Setup { record: false, ..plan.setup.clone() };
+    // The policy's runs at every headroom forecast the same offered load, so they share their fits: each fit is
+    // made by whichever run needs it first (see FitCache). They run side by side, one thread each, so that a fit
+    // is dropped soon after it is made instead of being kept until the last run reaches it.
+    let shared: Vec<usize> = jobs.iter().enumerate().filter(|(_, j)| shares_fits(&j.2)).map(|(i, _)| i).collect();
+    let fits = (shared.len() > 1).then(|| FitCache::new(shared.len()));
+    let pooled: Vec<usize> = (0..jobs.len()).filter(|i| fits.is_none() || !shared.contains(i)).collect();
     let next = AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
     let failed = std::sync::Mutex::new(None);
+    let one = |i: usize, fits: Option<&FitCache>| {
+        let (c, setting, strategy) = &jobs[i];
+        match simulate_shared(&setup, strategy, fits, &mut |_| {}) {
+            Ok(o) => results.lock().unwrap_or_else(|e| e.into_inner()).push((i, *c, *setting, o.scores)),
+            Err(e) => *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e),
+        }
+    };
     std::thread::scope(|scope| {
-        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+        if let Some(fits) = &fits {
+            for &i in &shared {
+                scope.spawn(move || one(i, Some(fits)));
+            }
+        }
+        for _ in 0..threads.clamp(1, pooled.len().max(1)) {
             scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((c, setting, strategy)) = jobs.get(i) else { break };
-                    match simulate(&setup, strategy, &mut |_| {}) {
-                        Ok(o) => results.lock().unwrap_or_else(|e| e.into_inner()).push((i, *c, *setting, o.scores)),
-                        Err(e) => *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e),
-                    }
+                while let Some(&i) = pooled.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    one(i, None);
                 }
             });
         }
@@ -145,7 +164,22 @@ pub fn sweep(plan: &Plan, threads: usize) -> Result<Sweep, BacktestError> {
             violation_minutes: scores.violation_minutes,
         });
     }
-    Ok(Sweep { curves })
+    let shared_fits = fits.map(|f| f.stats());
+    Ok(Sweep { curves, shared_fits })
+}
+
+/// Whether a run's forecasts may share fits with the policy's other runs: a policy whose predictive rule
+/// forecasts a request rate or a query, which the replay reports as the offered load (in the units of the policy
+/// as written, whatever the headroom), so every run fits the same history at the same times. A forecast of CPU
+/// or latency depends on the replicas the run chose; sharing would still be correct (the cache is keyed by the
+/// history) but would only fill it.
+fn shares_fits(strategy: &Strategy) -> bool {
+    match strategy {
+        Strategy::Policy { policy, .. } => policy.predictive.as_ref().is_some_and(|rule| {
+            matches!(policy.metric(&rule.metric).map(|m| m.kind), Some(MetricKind::RequestRate | MetricKind::Query))
+        }),
+        _ => false,
+    }
 }
 
 impl Sweep {

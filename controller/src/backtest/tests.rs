@@ -481,3 +481,85 @@ fn the_sweep_writes_a_frontier_with_every_curve() {
     assert!(std::fs::metadata(dir.join("frontier.png")).expect("png").len() > 10_000);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two days of a daily cycle with bursts every 3 hours, per minute; a predictive policy on the request rate
+/// (5-minute step, a day of history) with a demand rule, deciding every minute.
+fn predictive_sweep_case(metric: MetricKind) -> (Setup, engine::Policy) {
+    let loads: Vec<f64> = (0..2 * 1440)
+        .map(|k| {
+            let t = k as f64 * 60.0;
+            let burst = if k % 180 < 10 { 600.0 } else { 0.0 };
+            1000.0 - 700.0 * (std::f64::consts::TAU * t / 86_400.0).cos() + burst + (k * 37 % 101) as f64
+        })
+        .collect();
+    let s = Setup { tick_secs: 60, delay_secs: 120, record: false, ..setup(loads) };
+    let mut p = PolicyBuilder::new(1, 40)
+        .metric("cpu", MetricKind::Cpu)
+        .predictive(
+            if metric == MetricKind::Cpu { "cpu" } else { "rps" },
+            100.0 / 60.0,
+            engine::policy::PredictiveMode::Scale,
+        )
+        .demand("rps", 100.0 / 60.0)
+        .no_cooldowns()
+        .build();
+    p.interval = Duration::from_secs(60);
+    let rule = p.predictive.as_mut().expect("a predictive rule");
+    rule.history = Duration::from_secs(86_400);
+    if metric == MetricKind::Cpu {
+        rule.capacity_per_replica = 70.0;
+    }
+    (s, p)
+}
+
+#[test]
+fn the_sweeps_shared_fits_give_every_point_its_own_runs_scores() {
+    let (s, p) = predictive_sweep_case(MetricKind::RequestRate);
+    let plan = Plan { setup: s.clone(), strategies: vec![policy(p.clone())], notes: vec![] };
+    let swept = sweep::sweep(&plan, 2).expect("sweeps");
+    let (made, taken) = swept.shared_fits.expect("the policy's runs shared their fits");
+    assert_eq!(taken, made * sweep::HEADROOM.len() as u64, "every fit made once, taken by every run");
+    let points = &swept.curves[0].points;
+    for (point, &h) in points.iter().zip(&sweep::HEADROOM) {
+        let alone = run(
+            &s,
+            &Strategy::Policy {
+                name: "policy".into(),
+                policy: Box::new(p.clone()),
+                starting_pods_at_zero: false,
+                headroom: h,
+            },
+        )
+        .scores;
+        assert_eq!(
+            (point.replica_hours, point.violation_minutes),
+            (alone.replica_hours, alone.violation_minutes),
+            "headroom {h}"
+        );
+    }
+    assert!(points.windows(2).any(|w| w[0].replica_hours != w[1].replica_hours), "the headroom changes decisions");
+}
+
+#[test]
+fn shared_fits_of_a_forecast_that_depends_on_the_replicas_are_the_runs_own() {
+    // CPU depends on the replicas each run chose: runs sharing one cache still get their own fits, and their
+    // own scores. (A cache keyed by time alone would hand the first run's fits to the others.)
+    let (s, p) = predictive_sweep_case(MetricKind::Cpu);
+    let headrooms = [0.7, 1.0, 1.3];
+    let cache = crate::forecast::FitCache::new(headrooms.len());
+    for &h in &headrooms {
+        let strategy = Strategy::Policy {
+            name: "policy".into(),
+            policy: Box::new(p.clone()),
+            starting_pods_at_zero: false,
+            headroom: h,
+        };
+        let shared = simulate_shared(&s, &strategy, Some(&cache), &mut |_| {}).expect("runs").scores;
+        let alone = run(&s, &strategy).scores;
+        // Debug text: cost_vs_oracle is NaN without an oracle, and NaN != NaN.
+        assert_eq!(format!("{shared:?}"), format!("{alone:?}"), "headroom {h}");
+    }
+    let one = crate::forecast::FitCache::new(1);
+    simulate_shared(&s, &policy(p.clone()), Some(&one), &mut |_| {}).expect("runs");
+    assert!(cache.stats().0 > one.stats().0, "the runs' CPU histories differ, so their fits do");
+}

@@ -49,7 +49,7 @@ mod regression;
 mod tests;
 
 pub use error::{AbstainReason, ForecastError};
-pub use predictor::{MARGIN_SPREADS, Predictor, REDETECT_AFTER_SECS};
+pub use predictor::{FitCache, MARGIN_SPREADS, Predictor, REDETECT_AFTER_SECS};
 pub use regression::SolveError;
 
 use features::Terms;

@@ -21,7 +21,12 @@
 //! capacity than "the load now" with its own calibrated headroom for the same coverage (what a reactive rule
 //! provisions from), it abstains until the next refit and says so, and the reactive rules decide alone.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hasher, RandomState},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use jiff::Timestamp;
 
@@ -62,13 +67,19 @@ pub struct Predictor {
     detected: Option<(Timestamp, f64, Structure)>,
     /// How many period detections this predictor ran.
     detections: u64,
+    /// Fits shared with other predictors (see [`FitCache`]), and what of this predictor's settings a fit depends
+    /// on, as text.
+    shared: Option<(FitCache, String)>,
 }
+
+/// The period detection a predictor remembers: when, over how long a history (seconds), and what it found.
+type Detected = (Timestamp, f64, Structure);
 
 #[derive(Clone, Debug)]
 enum Fit {
     /// A model, and its calibrated headroom over the rule's look-ahead with the number of windows behind it (the
     /// same for every forecast from this model, so computed once per fit).
-    Model { model: Box<Model>, calibrated: Option<Calibrated> },
+    Model { model: Arc<Model>, calibrated: Option<Calibrated> },
     Abstain {
         reason: String,
         samples: usize,
@@ -82,13 +93,36 @@ impl Predictor {
         let defaults = ForecastConfig::default();
         // forecast::fit needs a few samples beyond its holdout; the rule's floor (at least 3) may be lower.
         let min_samples = rule.min_samples.max(defaults.holdout.min_points + 3);
+        let seasonality = match rule.seasonality {
+            SeasonalitySpec::Auto => Seasonality::Auto,
+            SeasonalitySpec::None => Seasonality::None,
+            SeasonalitySpec::Daily => Seasonality::Daily,
+            SeasonalitySpec::Weekly => Seasonality::Weekly,
+            SeasonalitySpec::DailyWeekly => Seasonality::DailyWeekly,
+        };
         Predictor {
             rule: rule.clone(),
-            config: ForecastConfig { min_samples, ..defaults },
+            config: ForecastConfig { min_samples, seasonality, ..defaults },
             fitted: None,
             detected: None,
             detections: 0,
+            shared: None,
         }
+    }
+
+    /// This predictor with its fits shared through `cache`: a fit another predictor of the cache already made
+    /// from the same inputs (the same history up to `now`, the same settings, the same remembered period
+    /// detection) is taken from it instead of being made again. Forecasts are exactly those of a predictor
+    /// without the cache. The backtest's sweep shares the fits of a policy's runs at every headroom: the forecast
+    /// metric is the offered load, which does not depend on the replicas each run chose.
+    pub fn shared(mut self, cache: FitCache) -> Self {
+        // Every setting a fit reads, as text (Debug prints every field, and f64s exactly): the rule except
+        // capacityPerReplica, which turns the forecast into replicas afterwards (engine::predictive), never
+        // enters the fit, and is what a sweep varies.
+        let rule = PredictiveRule { capacity_per_replica: 0.0, ..self.rule.clone() };
+        let settings = format!("{rule:?} {:?}", self.config);
+        self.shared = Some((cache, settings));
+        self
     }
 
     /// The rule this predictor forecasts for.
@@ -114,7 +148,7 @@ impl Predictor {
     /// after `now` or older than the rule's history are ignored.
     pub fn forecast(&mut self, history: &[Sample], now: Timestamp) -> Forecast {
         if self.due(now) {
-            let fit = self.fit(history, now);
+            let fit = self.refit(history, now);
             self.fitted = Some((now, fit));
         }
         match &self.fitted {
@@ -126,7 +160,8 @@ impl Predictor {
         }
     }
 
-    fn fit(&mut self, history: &[Sample], now: Timestamp) -> Fit {
+    /// A new fit at `now`, made here or taken from the shared cache; updates the remembered period detection.
+    fn refit(&mut self, history: &[Sample], now: Timestamp) -> Fit {
         let since = now.as_second().saturating_sub(self.rule.history.as_secs() as i64);
         // Built per refit, not kept: a week at 5 minutes is 32 KiB, more than three times what the fitted model keeps,
         // and the fit allocates more than that anyway.
@@ -135,75 +170,20 @@ impl Predictor {
             .filter(|s| s.time <= now && s.time.as_second() >= since && s.value.is_finite())
             .map(|s| (seconds(s.time), s.value))
             .collect();
-        let samples = points.len();
-        if samples < self.config.min_samples {
-            return Fit::Abstain {
-                reason: format!(
-                    "{samples} samples of {} in the history, {} needed to forecast",
-                    self.rule.metric, self.config.min_samples
-                ),
-                samples,
-                periods: Vec::new(),
-            };
+        let outcome = match &self.shared {
+            Some((cache, settings)) => {
+                let key = cache.key(settings, now, self.detected.as_ref(), &points);
+                cache.get_or_fit(key, || fit(&self.rule, &self.config, self.detected.as_ref(), &points, now))
+            }
+            None => Arc::new(fit(&self.rule, &self.config, self.detected.as_ref(), &points, now)),
+        };
+        if outcome.detected {
+            self.detections += 1;
         }
-        self.config.seasonality = match self.rule.seasonality {
-            SeasonalitySpec::Auto => Seasonality::Auto,
-            SeasonalitySpec::None => Seasonality::None,
-            SeasonalitySpec::Daily => Seasonality::Daily,
-            SeasonalitySpec::Weekly => Seasonality::Weekly,
-            SeasonalitySpec::DailyWeekly => Seasonality::DailyWeekly,
-        };
-        let span = match (points.first(), points.last()) {
-            (Some(first), Some(last)) => last.0 - first.0,
-            _ => 0.0,
-        };
-        let known = match &self.detected {
-            Some((at, detected_span, structure))
-                if self.config.seasonality == Seasonality::Auto
-                    && *at <= now
-                    && now.as_second() - at.as_second() < REDETECT_AFTER_SECS
-                    && span <= detected_span * (1.0 + REDETECT_GROWTH) =>
-            {
-                Some(structure)
-            }
-            _ => None,
-        };
-        let result = match known {
-            Some(structure) => forecast::refit(&points, &self.config, structure),
-            None => {
-                if self.config.seasonality == Seasonality::Auto {
-                    self.detections += 1;
-                }
-                forecast::fit(&points, &self.config).inspect(|model| {
-                    self.detected = Some((now, span, model.structure().clone()));
-                })
-            }
-        };
-        match result {
-            Ok(model) => {
-                let lookahead = self.rule.lookahead.as_secs_f64();
-                match model.skill(lookahead, self.rule.coverage) {
-                    Some(skill) if skill.worse => Fit::Abstain {
-                        reason: format!(
-                            "on {} recent look-aheads the forecast needed {:.0}% more capacity than the load at the \
-                             time for the same {:.1}% coverage: the reactive rules decide",
-                            skill.windows,
-                            -100.0 * skill.saving,
-                            self.rule.coverage * 100.0
-                        ),
-                        samples,
-                        periods: model.periods(),
-                    },
-                    _ => {
-                        Fit::Model { calibrated: model.headroom(lookahead, self.rule.coverage), model: Box::new(model) }
-                    }
-                }
-            }
-            Err(ForecastError::Abstain { reason }) => {
-                Fit::Abstain { reason: reason.to_string(), samples, periods: Vec::new() }
-            }
-            Err(e) => Fit::Abstain { reason: e.to_string(), samples, periods: Vec::new() },
+        if let Some(detected) = &outcome.detection {
+            self.detected = Some(detected.clone());
         }
+        outcome.fit.clone()
     }
 
     fn peak(&self, model: &Model, calibrated: Option<Calibrated>, now: Timestamp) -> Forecast {
@@ -235,6 +215,189 @@ impl Predictor {
             }
             Err(e) => Forecast::Abstain { reason: e.to_string(), samples: model.samples(), periods: model.periods() },
         }
+    }
+}
+
+/// What one refit produced: the fit, and the period detection to remember from it.
+#[derive(Debug)]
+struct Outcome {
+    fit: Fit,
+    /// Whether the periods were searched for (`seasonality: Auto`, none remembered or too old).
+    detected: bool,
+    /// The detection to remember from now on (`None`: keep the one remembered).
+    detection: Option<Detected>,
+}
+
+/// The fit at `now` to `points` (the history's usable samples, oldest first) for a rule and its configuration,
+/// given the period detection remembered so far. Depends on nothing else, which is what lets [`FitCache`]
+/// share it.
+fn fit(
+    rule: &PredictiveRule,
+    config: &ForecastConfig,
+    remembered: Option<&Detected>,
+    points: &[(f64, f64)],
+    now: Timestamp,
+) -> Outcome {
+    let samples = points.len();
+    let abstain = |reason: String| Outcome {
+        fit: Fit::Abstain { reason, samples, periods: Vec::new() },
+        detected: false,
+        detection: None,
+    };
+    if samples < config.min_samples {
+        return abstain(format!(
+            "{samples} samples of {} in the history, {} needed to forecast",
+            rule.metric, config.min_samples
+        ));
+    }
+    let span = match (points.first(), points.last()) {
+        (Some(first), Some(last)) => last.0 - first.0,
+        _ => 0.0,
+    };
+    let known = match remembered {
+        Some((at, detected_span, structure))
+            if config.seasonality == Seasonality::Auto
+                && *at <= now
+                && now.as_second() - at.as_second() < REDETECT_AFTER_SECS
+                && span <= detected_span * (1.0 + REDETECT_GROWTH) =>
+        {
+            Some(structure)
+        }
+        _ => None,
+    };
+    let (result, detected) = match known {
+        Some(structure) => (forecast::refit(points, config, structure), false),
+        None => (forecast::fit(points, config), config.seasonality == Seasonality::Auto),
+    };
+    let detection = match (&result, known) {
+        (Ok(model), None) => Some((now, span, model.structure().clone())),
+        _ => None,
+    };
+    let fit = match result {
+        Ok(model) => {
+            let lookahead = rule.lookahead.as_secs_f64();
+            match model.skill(lookahead, rule.coverage) {
+                Some(skill) if skill.worse => Fit::Abstain {
+                    reason: format!(
+                        "on {} recent look-aheads the forecast needed {:.0}% more capacity than the load at the time \
+                         for the same {:.1}% coverage: the reactive rules decide",
+                        skill.windows,
+                        -100.0 * skill.saving,
+                        rule.coverage * 100.0
+                    ),
+                    samples,
+                    periods: model.periods(),
+                },
+                _ => Fit::Model { calibrated: model.headroom(lookahead, rule.coverage), model: Arc::new(model) },
+            }
+        }
+        Err(ForecastError::Abstain { reason }) => {
+            Fit::Abstain { reason: reason.to_string(), samples, periods: Vec::new() }
+        }
+        Err(e) => Fit::Abstain { reason: e.to_string(), samples, periods: Vec::new() },
+    };
+    Outcome { fit, detected, detection }
+}
+
+/// Fits shared by several predictors that see the same history, such as a policy's runs at every headroom in a
+/// backtest sweep (the forecast metric is the offered load, whichever replicas a run chose). A fit is keyed by
+/// everything it depends on: the predictor's settings (the rule but for `capacityPerReplica`, and the fit's
+/// configuration), `now`, the period detection the predictor remembers, and every sample's time and value
+/// (128 bits of two independently keyed SipHashes; a collision is as likely as guessing a random 128-bit
+/// number). The first predictor to need a fit makes it while the others that need it wait, so it is made
+/// once; once `sharers` predictors have taken it, it is dropped, so the cache holds only the fits some sharer
+/// has still to reach.
+///
+/// Clones share one cache. A predictor whose inputs differ from the others' (a metric that depends on the
+/// replicas, such as CPU) gets its own fits, correctly, but they stay in the cache until the end: share only
+/// what the sharers will all see.
+#[derive(Clone, Debug)]
+pub struct FitCache {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sharers: usize,
+    hashers: (RandomState, RandomState),
+    slots: Mutex<HashMap<u128, Slot>>,
+    made: std::sync::atomic::AtomicU64,
+    taken: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    outcome: Arc<OnceLock<Arc<Outcome>>>,
+    /// Sharers that have not taken it yet.
+    remaining: usize,
+}
+
+impl FitCache {
+    /// A cache for `sharers` predictors (each fit is dropped once that many have taken it).
+    pub fn new(sharers: usize) -> Self {
+        FitCache {
+            inner: Arc::new(Shared {
+                sharers: sharers.max(1),
+                hashers: (RandomState::new(), RandomState::new()),
+                slots: Mutex::new(HashMap::new()),
+                made: 0.into(),
+                taken: 0.into(),
+            }),
+        }
+    }
+
+    /// How many fits were made, and how many times one was taken (made or reused).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.inner.made.load(Relaxed), self.inner.taken.load(Relaxed))
+    }
+
+    fn key(&self, settings: &str, now: Timestamp, remembered: Option<&Detected>, points: &[(f64, f64)]) -> u128 {
+        let hash = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            h.write(settings.as_bytes());
+            h.write_i64(now.as_second());
+            h.write_i32(now.subsec_nanosecond());
+            match remembered {
+                Some((at, span, structure)) => {
+                    h.write_u8(1);
+                    h.write_i64(at.as_second());
+                    h.write_i32(at.subsec_nanosecond());
+                    h.write_u64(span.to_bits());
+                    h.write(format!("{structure:?}").as_bytes());
+                }
+                None => h.write_u8(0),
+            }
+            h.write_usize(points.len());
+            for (t, v) in points {
+                h.write_u64(t.to_bits());
+                h.write_u64(v.to_bits());
+            }
+            h.finish()
+        };
+        (u128::from(hash(&self.inner.hashers.0)) << 64) | u128::from(hash(&self.inner.hashers.1))
+    }
+
+    /// The fit under `key`, made by `make` if no sharer has made it yet.
+    fn get_or_fit(&self, key: u128, make: impl FnOnce() -> Outcome) -> Arc<Outcome> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cell = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots
+                .entry(key)
+                .or_insert_with(|| Slot { outcome: Arc::new(OnceLock::new()), remaining: self.inner.sharers });
+            slot.remaining = slot.remaining.saturating_sub(1);
+            let cell = Arc::clone(&slot.outcome);
+            if slot.remaining == 0 {
+                slots.remove(&key);
+            }
+            cell
+        };
+        self.inner.taken.fetch_add(1, Relaxed);
+        Arc::clone(cell.get_or_init(|| {
+            self.inner.made.fetch_add(1, Relaxed);
+            Arc::new(make())
+        }))
     }
 }
 
@@ -531,5 +694,110 @@ mod startup_delay {
         };
         assert!(replicas(&delayed) >= 5, "with startupDelay: {} replicas for a spike needing 5", replicas(&delayed));
         assert!(replicas(&plain) <= 2, "a 15-minute look-ahead does not see it: {}", replicas(&plain));
+    }
+}
+
+#[cfg(test)]
+mod sharing {
+    use std::time::Duration;
+
+    use super::tests::t;
+    use super::*;
+    use crate::engine::policy::{PredictiveRule, SeasonalitySpec};
+
+    const DAY: i64 = 86_400;
+    const STEP: i64 = 300;
+
+    /// A daily cycle, pseudo-random noise and a 10-minute burst every 2 hours, scaled by `scale`.
+    fn load(s: i64, scale: f64) -> f64 {
+        let phase = std::f64::consts::TAU * s as f64 / DAY as f64;
+        let mut x = (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        let noise = (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let burst = if s.rem_euclid(2 * 3600) < 600 { 60.0 } else { 0.0 };
+        scale * (200.0 + 80.0 * phase.sin() + 30.0 * noise + burst)
+    }
+
+    fn history(to: i64, scale: f64) -> Vec<Sample> {
+        (0..=to / STEP).map(|i| Sample::new(t(i * STEP), load(i * STEP, scale))).collect()
+    }
+
+    /// Two days of 5-minute history with `seasonality: Auto`, refitted at every step.
+    fn rule() -> PredictiveRule {
+        PredictiveRule {
+            history: Duration::from_secs(2 * DAY as u64),
+            seasonality: SeasonalitySpec::Auto,
+            ..super::tests::rule()
+        }
+    }
+
+    /// Each predictor's forecasts at every step over `steps` steps from day 2 (all predictors forecast at a
+    /// step before any moves to the next, as runs side by side do), each seeing `history(now, scales[i])`.
+    fn forecasts(rules: &[PredictiveRule], scales: &[f64], cache: Option<&FitCache>, steps: i64) -> Vec<Vec<Forecast>> {
+        let mut predictors: Vec<Predictor> = rules
+            .iter()
+            .map(|r| match cache {
+                Some(c) => Predictor::new(r).shared(c.clone()),
+                None => Predictor::new(r),
+            })
+            .collect();
+        let mut out = vec![Vec::new(); rules.len()];
+        // Two hours past a day: one detection more (REDETECT_AFTER_SECS) is remembered state the key must see.
+        for k in 0..steps {
+            let now = 2 * DAY + k * STEP;
+            for (i, p) in predictors.iter_mut().enumerate() {
+                out[i].push(p.forecast(&history(now, scales[i]), t(now)));
+            }
+        }
+        out
+    }
+
+    const STEPS: i64 = (DAY + 2 * 3600) / STEP;
+
+    #[test]
+    fn predictors_that_differ_only_in_capacity_share_every_fit_and_forecast_as_alone() {
+        let rules = [rule(), PredictiveRule { capacity_per_replica: 250.0, ..rule() }, rule()];
+        let cache = FitCache::new(rules.len());
+        let shared = forecasts(&rules, &[1.0; 3], Some(&cache), STEPS);
+        let alone = forecasts(&rules, &[1.0; 3], None, STEPS);
+        assert_eq!(shared, alone);
+        assert!(shared[0].iter().all(|f| matches!(f, Forecast::Ready { .. })), "forecasts, not abstentions");
+        // One fit per step, taken by all three.
+        assert_eq!(cache.stats(), (STEPS as u64, 3 * STEPS as u64));
+        assert!(cache.inner.slots.lock().unwrap().is_empty(), "every fit dropped once all sharers took it");
+    }
+
+    #[test]
+    fn a_setting_that_changes_the_forecast_is_never_shared() {
+        let variants = [
+            PredictiveRule { coverage: 0.6, ..rule() },
+            PredictiveRule { lookahead: Duration::from_secs(3600), ..rule() },
+            PredictiveRule { seasonality: SeasonalitySpec::Daily, ..rule() },
+            PredictiveRule { history: Duration::from_secs(DAY as u64 + 7200), ..rule() },
+            PredictiveRule { min_samples: 600, ..rule() },
+        ];
+        for variant in variants {
+            let rules = [rule(), variant.clone()];
+            let cache = FitCache::new(2);
+            let shared = forecasts(&rules, &[1.0; 2], Some(&cache), 30);
+            let alone = forecasts(&rules, &[1.0; 2], None, 30);
+            assert_ne!(alone[0], alone[1], "{variant:?} changes the forecast");
+            assert_eq!(shared, alone, "{variant:?}");
+            assert_eq!(cache.stats().0, 60, "{variant:?}: nothing shared");
+        }
+    }
+
+    #[test]
+    fn a_different_history_is_never_shared() {
+        // The same rule on different loads (as a forecast of CPU would see at different replica counts).
+        let rules = [rule(), rule()];
+        let cache = FitCache::new(2);
+        let shared = forecasts(&rules, &[1.0, 1.5], Some(&cache), 30);
+        let alone = forecasts(&rules, &[1.0, 1.5], None, 30);
+        assert_ne!(alone[0], alone[1]);
+        assert_eq!(shared, alone);
+        assert_eq!(cache.stats().0, 60);
     }
 }

@@ -6,6 +6,7 @@
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;
+use linfa_linalg::qr::QRInto;
 use linfa_linear::{LinearError, LinearRegression};
 use ndarray::{Array1, Array2, ArrayView1};
 
@@ -36,7 +37,9 @@ pub enum SolveError {
 /// `outlier_k × sigma` of the first fit (sigma the robust residual scale) and refits. The second solve is skipped
 /// when nothing was clipped.
 pub(crate) fn robust_fit(x: &Array2<f64>, y: &[f64], outlier_k: f64) -> Result<RobustFit, SolveError> {
-    let mut coef = solve(x, y)?;
+    // Both solves share the design matrix, so it is factored once (the factorization is most of a solve).
+    let qr = Factored::new(x)?;
+    let mut coef = qr.solve(y)?;
     let mut fitted = predict_all(x, &coef);
     let mut residuals: Vec<f64> = y.iter().zip(fitted.iter()).map(|(y, f)| y - f).collect();
     let mut sigma = robust_sigma(&residuals);
@@ -57,13 +60,44 @@ pub(crate) fn robust_fit(x: &Array2<f64>, y: &[f64], outlier_k: f64) -> Result<R
             })
             .collect();
         if clipped > 0 {
-            coef = solve(x, &winsorised)?;
+            coef = qr.solve(&winsorised)?;
             fitted = predict_all(x, &coef);
             residuals = y.iter().zip(fitted.iter()).map(|(y, f)| y - f).collect();
             sigma = robust_sigma(&residuals);
         }
     }
     Ok(RobustFit { coef, residuals, sigma })
+}
+
+/// A design matrix's QR factorization, for several least-squares solves: exactly what `LinearRegression`
+/// without an intercept does per solve (linfa_linalg's `least_squares_into`: `qr_into`, then `solve_into`), with
+/// the factorization made once. `LinearRegression` itself for a matrix wider than tall, which QR cannot factor.
+enum Factored<'a> {
+    Qr(linfa_linalg::qr::QRDecomp<f64, ndarray::OwnedRepr<f64>>),
+    Wide(&'a Array2<f64>),
+}
+
+impl<'a> Factored<'a> {
+    fn new(x: &'a Array2<f64>) -> Result<Self, SolveError> {
+        if x.nrows() < x.ncols() {
+            return Ok(Factored::Wide(x));
+        }
+        // As LinearRegression copies it (to_owned keeps the column-major layout, so every column stays contiguous).
+        let qr = x.to_owned().qr_into().map_err(|e| SolveError::Linear(LinearError::LinalgError(e)))?;
+        Ok(Factored::Qr(qr))
+    }
+
+    fn solve(&self, y: &[f64]) -> Result<Vec<f64>, SolveError> {
+        match self {
+            Factored::Wide(x) => solve(x, y),
+            Factored::Qr(qr) => {
+                let b = Array1::from(y.to_vec()).insert_axis(ndarray::Axis(1));
+                let out = qr.solve_into(b).map_err(|e| SolveError::Linear(LinearError::LinalgError(e)))?;
+                let coef = out.column(0).to_vec();
+                if coef.iter().all(|c| c.is_finite()) { Ok(coef) } else { Err(SolveError::NonFinite) }
+            }
+        }
+    }
 }
 
 /// One OLS solve with `LinearRegression` (QR least squares). The design matrix already has its intercept column,
@@ -104,4 +138,33 @@ pub(crate) fn median_in_place(values: &mut [f64]) -> Option<f64> {
     let mid = values.len() / 2;
     let (_, m, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
     Some(*m)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::ShapeBuilder;
+
+    use super::*;
+
+    #[test]
+    fn one_factorization_solves_exactly_as_linear_regression_does() {
+        // Column-major like the design matrices, with columns of different scales; a few targets.
+        let (n, p) = (500, 9);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let x = Array2::from_shape_fn((n, p).f(), |(i, j)| {
+            if j == 0 { 1.0 } else { (i as f64 * 0.01 * j as f64).sin() + 0.1 * next() }
+        });
+        let qr = Factored::new(&x).expect("factors");
+        for _ in 0..3 {
+            let y: Vec<f64> = (0..n).map(|_| 100.0 * next()).collect();
+            let bits = |c: Vec<f64>| c.iter().map(|c| c.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(qr.solve(&y).expect("solves")), bits(solve(&x, &y).expect("solves")));
+        }
+    }
 }
