@@ -6,11 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Method, Request, Response, StatusCode};
 use jiff::Timestamp;
-use kube::{Client, client::Body, runtime::controller::Action};
+use kube::{Client, client::Body};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
-use super::{Context, Error, Sources, reconcile};
+use super::{Action, Context, Error, Sources, reconcile};
 use crate::{
     api::{ScalingPolicy, ScalingPolicySpec},
     source::{

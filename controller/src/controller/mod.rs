@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod observe;
 pub mod report;
+pub mod runner;
 pub mod slots;
 pub mod target;
 
@@ -54,9 +55,8 @@ use jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::{self, Action},
-        reflector::{self, Store},
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -84,6 +84,29 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The per-query timeout when neither the policy nor the flags set one.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a reconcile asks for next: to come back after a duration, or only when the policy changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Evaluate again after `duration` (or at a change, if sooner).
+    pub const fn requeue(duration: Duration) -> Self {
+        Action { requeue_after: Some(duration) }
+    }
+
+    /// Evaluate again only when the policy changes.
+    pub const fn await_change() -> Self {
+        Action { requeue_after: None }
+    }
+
+    /// When to evaluate again without a change.
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
 
 /// Where metrics come from: one pooled client per Prometheus config, or one fixed source (tests).
 #[derive(Clone)]
@@ -367,7 +390,9 @@ pub async fn evaluate(
         let ctx = ctx.clone();
         async move {
             let _slot = slots.acquire(&key.0).await;
-            reconcile(sp, ctx).await
+            // Boxed once it has its slot: the policies waiting for one hold only this small future, not the
+            // whole evaluation's state machine (about 10 KB).
+            Box::pin(reconcile(sp, ctx)).await
         }
     };
     let result = Abortable::new(work, registration).await;
@@ -536,13 +561,19 @@ pub async fn run(
             }
         });
         let slots = slots.clone();
-        // Unbounded here: the slots bound how many evaluations run, fairly between namespaces.
-        let controller = Controller::for_stream(stream, reader)
-            .with_config(controller::Config::default().concurrency(0))
-            .reconcile_all_on(leadership_gained)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(move |sp, ctx| evaluate(sp, ctx, slots.clone()), error_policy, ctx.clone())
-            .for_each(|_| std::future::ready(()));
+        let changes = stream.filter_map(|object| std::future::ready(object.ok().map(|sp| ObjectRef::from_obj(&sp))));
+        let context = ctx.clone();
+        // Every due policy is its own task waiting for a slot (slots.rs): the slots bound how many evaluations
+        // run, fairly between namespaces, and a waiting task costs nothing until its slot is free.
+        let controller = runner::drive(changes, leadership_gained, reader, shutdown.clone(), move |sp| {
+            let (ctx, slots) = (context.clone(), slots.clone());
+            async move {
+                match evaluate(sp.clone(), ctx.clone(), slots).await {
+                    Ok(action) => action.requeue_after(),
+                    Err(error) => error_policy(sp, &error, ctx).requeue_after(),
+                }
+            }
+        });
         loops.push(controller);
     }
     *lock(&ctx.stores) = stores.clone();
