@@ -359,17 +359,42 @@ pub fn backoff(failures: u32) -> Duration {
     MIN_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
 }
 
-/// What the run loop reconciles: a policy as the watch read it. One whose spec does not fit the Rust types is
-/// reported on its own status; the others wait for an evaluation slot of their namespace, are evaluated within
-/// their deadline (else abandoned and reported, see [`reconcile`]), and are cancelled if the policy is deleted
-/// meanwhile.
+/// What the run loop reconciles: a policy as the watch read it. It waits for an evaluation slot of its
+/// namespace; then one whose spec does not fit the Rust types is reported on its own status, the others are
+/// evaluated within their deadline (else abandoned and reported, see [`reconcile`]). Either is cancelled if the
+/// policy is deleted meanwhile.
 pub async fn evaluate(
     raw: Arc<RawScalingPolicy>,
     ctx: Arc<Context>,
     slots: Arc<slots::Slots>,
 ) -> Result<Action, Error> {
-    let sp = match raw.parse() {
-        Ok(sp) => Arc::new(sp),
+    let key = (raw.namespace().unwrap_or_default(), raw.name_any());
+    let (handle, registration) = AbortHandle::new_pair();
+    let id = ctx.evaluations.fetch_add(1, Ordering::Relaxed);
+    lock(&ctx.inflight).insert(key.clone(), (id, handle));
+    let work = {
+        let (ctx, namespace) = (ctx.clone(), key.0.clone());
+        async move {
+            let _slot = slots.acquire(&namespace).await;
+            // Parsed and evaluated (in a box) once it has its slot: a policy waiting for one holds this small
+            // future and its object's Arc, not its parsed status nor the evaluation's state (about 6 KB each,
+            // most of the heap at 10,000 policies).
+            Box::pin(parse_and_reconcile(raw, ctx)).await
+        }
+    };
+    let result = Abortable::new(work, registration).await;
+    let mut inflight = lock(&ctx.inflight);
+    if inflight.get(&key).is_some_and(|(i, _)| *i == id) {
+        inflight.remove(&key);
+    }
+    drop(inflight);
+    result.unwrap_or_else(|_aborted| Ok(Action::await_change()))
+}
+
+/// The typed policy reconciled, or, when its spec does not fit the Rust types, the reason on its status.
+async fn parse_and_reconcile(raw: Arc<RawScalingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match raw.parse() {
+        Ok(sp) => reconcile(Arc::new(sp), ctx).await,
         Err(unreadable) => {
             let sp = raw.unparsed();
             let (namespace, name) = observe::object_key(&sp);
@@ -378,30 +403,9 @@ pub async fn evaluate(
                 let old = sp.status.clone().unwrap_or_default();
                 act::report_failure(&sp, &ctx, &old, ctx.now(), "InvalidPolicy", &unreadable.to_string()).await;
             }
-            return Ok(Action::await_change());
+            Ok(Action::await_change())
         }
-    };
-    let key = observe::object_key(&sp);
-    let (handle, registration) = AbortHandle::new_pair();
-    let id = ctx.evaluations.fetch_add(1, Ordering::Relaxed);
-    lock(&ctx.inflight).insert(key.clone(), (id, handle));
-    let ours = key.clone();
-    let work = {
-        let ctx = ctx.clone();
-        async move {
-            let _slot = slots.acquire(&key.0).await;
-            // Boxed once it has its slot: the policies waiting for one hold only this small future, not the
-            // whole evaluation's state machine (about 10 KB).
-            Box::pin(reconcile(sp, ctx)).await
-        }
-    };
-    let result = Abortable::new(work, registration).await;
-    let mut inflight = lock(&ctx.inflight);
-    if inflight.get(&ours).is_some_and(|(i, _)| *i == id) {
-        inflight.remove(&ours);
     }
-    drop(inflight);
-    result.unwrap_or_else(|_aborted| Ok(Action::await_change()))
 }
 
 /// Reconciles one policy: evaluate it, act on the decision, and come back after its interval.
