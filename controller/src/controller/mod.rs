@@ -337,7 +337,7 @@ impl Context {
     }
 
     /// Forgets every policy reconciled before that is not in `live` (the keys in the watch stores), and
-    /// returns how many. kube-runtime does not call `reconcile` for a deleted object, so without this a
+    /// returns how many. The run loop does not evaluate a deleted object, so without this a
     /// deleted policy's failure count, fitted forecaster and metric series would stay for the process's life.
     pub fn prune(&self, live: &HashSet<(String, String)>) -> usize {
         let gone: Vec<(String, String)> = lock(&self.seen).iter().filter(|k| !live.contains(*k)).cloned().collect();
