@@ -6,11 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Method, Request, Response, StatusCode};
 use jiff::Timestamp;
-use kube::{Client, client::Body, runtime::controller::Action};
+use kube::{Client, client::Body};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
-use super::{Context, Error, Sources, reconcile};
+use super::{Action, Context, Error, Sources, reconcile};
 use crate::{
     api::{ScalingPolicy, ScalingPolicySpec},
     source::{
@@ -671,4 +671,20 @@ async fn a_steady_hold_logs_no_info_line_and_every_line_names_the_policy_at_the_
         assert_eq!(l["name"], sp.metadata.name.clone().unwrap_or_default().as_str(), "{l}");
         assert!(!l.to_string().contains("Action {"), "Rust Debug text in {l}");
     }
+}
+
+/// Every due policy waits for an evaluation slot as its own task, so at 10,000 policies thousands of these
+/// futures are alive at once: waiting, one holds a few pointers and the slot request, not the evaluation's
+/// state machine (which was about 10 KB, and with the parsed status most of the heap).
+#[tokio::test]
+async fn a_policy_waiting_for_a_slot_holds_a_small_future() {
+    let sp = policy();
+    let raw: crate::api::RawScalingPolicy =
+        serde_json::from_value(serde_json::to_value(&sp).expect("serializes")).expect("reads back");
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(client, Sources::Fixed(cpu_at(&sp, 90.0)), Some("http://prometheus.test:9090".into()), "p");
+    let waiting = super::evaluate(Arc::new(raw), Arc::new(ctx), Arc::new(super::slots::Slots::new(1, 1)));
+    let size = std::mem::size_of_val(&waiting);
+    assert!(size <= 1024, "a policy waiting for its slot holds a {size}-byte future");
 }

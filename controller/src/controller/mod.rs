@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod observe;
 pub mod report;
+pub mod runner;
 pub mod slots;
 pub mod target;
 
@@ -54,9 +55,8 @@ use jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::{self, Action},
-        reflector::{self, Store},
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -84,6 +84,29 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The per-query timeout when neither the policy nor the flags set one.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a reconcile asks for next: to come back after a duration, or only when the policy changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Evaluate again after `duration` (or at a change, if sooner).
+    pub const fn requeue(duration: Duration) -> Self {
+        Action { requeue_after: Some(duration) }
+    }
+
+    /// Evaluate again only when the policy changes.
+    pub const fn await_change() -> Self {
+        Action { requeue_after: None }
+    }
+
+    /// When to evaluate again without a change.
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
 
 /// Where metrics come from: one pooled client per Prometheus config, or one fixed source (tests).
 #[derive(Clone)]
@@ -314,7 +337,7 @@ impl Context {
     }
 
     /// Forgets every policy reconciled before that is not in `live` (the keys in the watch stores), and
-    /// returns how many. kube-runtime does not call `reconcile` for a deleted object, so without this a
+    /// returns how many. The run loop does not evaluate a deleted object, so without this a
     /// deleted policy's failure count, fitted forecaster and metric series would stay for the process's life.
     pub fn prune(&self, live: &HashSet<(String, String)>) -> usize {
         let gone: Vec<(String, String)> = lock(&self.seen).iter().filter(|k| !live.contains(*k)).cloned().collect();
@@ -336,17 +359,42 @@ pub fn backoff(failures: u32) -> Duration {
     MIN_BACKOFF.saturating_mul(1u32 << exp).min(MAX_BACKOFF)
 }
 
-/// What the run loop reconciles: a policy as the watch read it. One whose spec does not fit the Rust types is
-/// reported on its own status; the others wait for an evaluation slot of their namespace, are evaluated within
-/// their deadline (else abandoned and reported, see [`reconcile`]), and are cancelled if the policy is deleted
-/// meanwhile.
+/// What the run loop reconciles: a policy as the watch read it. It waits for an evaluation slot of its
+/// namespace; then one whose spec does not fit the Rust types is reported on its own status, the others are
+/// evaluated within their deadline (else abandoned and reported, see [`reconcile`]). Either is cancelled if the
+/// policy is deleted meanwhile.
 pub async fn evaluate(
     raw: Arc<RawScalingPolicy>,
     ctx: Arc<Context>,
     slots: Arc<slots::Slots>,
 ) -> Result<Action, Error> {
-    let sp = match raw.parse() {
-        Ok(sp) => Arc::new(sp),
+    let key = (raw.namespace().unwrap_or_default(), raw.name_any());
+    let (handle, registration) = AbortHandle::new_pair();
+    let id = ctx.evaluations.fetch_add(1, Ordering::Relaxed);
+    lock(&ctx.inflight).insert(key.clone(), (id, handle));
+    let work = {
+        let (ctx, namespace) = (ctx.clone(), key.0.clone());
+        async move {
+            let _slot = slots.acquire(&namespace).await;
+            // Parsed and evaluated (in a box) once it has its slot: a policy waiting for one holds this small
+            // future and its object's Arc, not its parsed status nor the evaluation's state (about 6 KB each,
+            // most of the heap at 10,000 policies).
+            Box::pin(parse_and_reconcile(raw, ctx)).await
+        }
+    };
+    let result = Abortable::new(work, registration).await;
+    let mut inflight = lock(&ctx.inflight);
+    if inflight.get(&key).is_some_and(|(i, _)| *i == id) {
+        inflight.remove(&key);
+    }
+    drop(inflight);
+    result.unwrap_or_else(|_aborted| Ok(Action::await_change()))
+}
+
+/// The typed policy reconciled, or, when its spec does not fit the Rust types, the reason on its status.
+async fn parse_and_reconcile(raw: Arc<RawScalingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match raw.parse() {
+        Ok(sp) => reconcile(Arc::new(sp), ctx).await,
         Err(unreadable) => {
             let sp = raw.unparsed();
             let (namespace, name) = observe::object_key(&sp);
@@ -355,28 +403,9 @@ pub async fn evaluate(
                 let old = sp.status.clone().unwrap_or_default();
                 act::report_failure(&sp, &ctx, &old, ctx.now(), "InvalidPolicy", &unreadable.to_string()).await;
             }
-            return Ok(Action::await_change());
+            Ok(Action::await_change())
         }
-    };
-    let key = observe::object_key(&sp);
-    let (handle, registration) = AbortHandle::new_pair();
-    let id = ctx.evaluations.fetch_add(1, Ordering::Relaxed);
-    lock(&ctx.inflight).insert(key.clone(), (id, handle));
-    let ours = key.clone();
-    let work = {
-        let ctx = ctx.clone();
-        async move {
-            let _slot = slots.acquire(&key.0).await;
-            reconcile(sp, ctx).await
-        }
-    };
-    let result = Abortable::new(work, registration).await;
-    let mut inflight = lock(&ctx.inflight);
-    if inflight.get(&ours).is_some_and(|(i, _)| *i == id) {
-        inflight.remove(&ours);
     }
-    drop(inflight);
-    result.unwrap_or_else(|_aborted| Ok(Action::await_change()))
 }
 
 /// Reconciles one policy: evaluate it, act on the decision, and come back after its interval.
@@ -536,13 +565,19 @@ pub async fn run(
             }
         });
         let slots = slots.clone();
-        // Unbounded here: the slots bound how many evaluations run, fairly between namespaces.
-        let controller = Controller::for_stream(stream, reader)
-            .with_config(controller::Config::default().concurrency(0))
-            .reconcile_all_on(leadership_gained)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(move |sp, ctx| evaluate(sp, ctx, slots.clone()), error_policy, ctx.clone())
-            .for_each(|_| std::future::ready(()));
+        let changes = stream.filter_map(|object| std::future::ready(object.ok().map(|sp| ObjectRef::from_obj(&sp))));
+        let context = ctx.clone();
+        // Every due policy is its own task waiting for a slot (slots.rs): the slots bound how many evaluations
+        // run, fairly between namespaces, and a waiting task costs nothing until its slot is free.
+        let controller = runner::drive(changes, leadership_gained, reader, shutdown.clone(), move |sp| {
+            let (ctx, slots) = (context.clone(), slots.clone());
+            async move {
+                match evaluate(sp.clone(), ctx.clone(), slots).await {
+                    Ok(action) => action.requeue_after(),
+                    Err(error) => error_policy(sp, &error, ctx).requeue_after(),
+                }
+            }
+        });
         loops.push(controller);
     }
     *lock(&ctx.stores) = stores.clone();

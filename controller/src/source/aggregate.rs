@@ -265,7 +265,7 @@ mod tests {
     }
 
     fn series(pod: Option<&str>, extra: &[(&str, &str)], points: &[(i64, f64)]) -> LabeledSeries {
-        let mut labels: BTreeMap<String, String> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut labels: crate::source::Labels = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if let Some(pod) = pod {
             labels.insert("pod".into(), pod.into());
         }

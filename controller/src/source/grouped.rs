@@ -315,7 +315,6 @@ async fn send(
 mod tests {
     use super::*;
     use crate::source::promql::{Combine, GroupedQuery};
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Answers every labelled query with two pods' series after `delay`, counting what it is asked.
@@ -355,7 +354,7 @@ mod tests {
                     return Err(e);
                 }
                 let pod = |name: &str, v| LabeledSeries {
-                    labels: BTreeMap::from([("pod".to_string(), name.to_string())]),
+                    labels: crate::source::Labels::from([("pod".to_string(), name.to_string())]),
                     samples: vec![Sample::new(end, v)],
                 };
                 Ok(vec![pod("web-0", 1.0), pod("web-1", 2.0), pod("db-0", 4.0)])
@@ -487,7 +486,7 @@ mod tests {
         ) -> Option<BoxFuture<'a, Result<Vec<LabeledSeries>, SourceError>>> {
             self.asked.lock().expect("lock").push((start, end));
             let pod = move |name: &str, v| LabeledSeries {
-                labels: BTreeMap::from([("pod".to_string(), name.to_string())]),
+                labels: crate::source::Labels::from([("pod".to_string(), name.to_string())]),
                 samples: steps(start, end, step, v),
             };
             Some(Box::pin(async move { Ok(vec![pod("web-0", 1.0), pod("web-1", 2.0)]) }))

@@ -54,7 +54,6 @@ pub use prometheus::{Auth, ConfigError, Limits, PrometheusConfig, PrometheusSour
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One point of a series: the engine's own sample type, so what a source answers goes to the engine as it is.
@@ -94,8 +93,51 @@ pub trait MetricsSource: Send + Sync {
 /// One series of a query's answer with its labels (the metric name, if any, under `__name__`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabeledSeries {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub samples: Vec<Sample>,
+}
+
+/// A series' labels, sorted by name, in one small vector: a grouped answer holds one series per pod of its
+/// namespace (`sum by (pod)`, one or two labels each), and a `BTreeMap` node per series cost about 540 bytes
+/// for a 1-label set, which made the cached answers a large part of the heap at 10,000 policies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    /// The value of label `name`.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets label `name` to `value`.
+    pub fn insert(&mut self, name: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    /// The labels, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut labels = Labels::default();
+        for (k, v) in pairs {
+            labels.insert(k, v);
+        }
+        labels.0.shrink_to_fit();
+        labels
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Labels {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
 }
 
 /// Why a query gave no answer. Cheap to clone so that one failure can be reported to status, events and logs.
@@ -240,6 +282,18 @@ pub(crate) fn timestamp_from_seconds(seconds: f64) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_found_by_name_whatever_the_order_they_came_in_and_a_repeat_replaces() {
+        let s = |v: &str| v.to_string();
+        let mut labels: Labels = [(s("pod"), s("web-0")), (s("le"), s("0.5")), (s("__name__"), s("x"))].into();
+        assert_eq!(labels.get("pod").map(String::as_str), Some("web-0"));
+        assert_eq!(labels.get("le").map(String::as_str), Some("0.5"));
+        assert_eq!(labels.get("code"), None);
+        labels.insert(s("pod"), s("web-1"));
+        let all: Vec<(&String, &String)> = labels.iter().collect();
+        assert_eq!(all, [(&s("__name__"), &s("x")), (&s("le"), &s("0.5")), (&s("pod"), &s("web-1"))]);
+    }
 
     #[test]
     fn categories_are_distinct_per_variant() {
