@@ -435,6 +435,15 @@ mod tests {
         }
     }
 
+    /// Pseudo-random noise in [-0.5, 0.5), a fixed function of the second `s` (a splitmix-style hash).
+    pub(super) fn noise(s: i64) -> f64 {
+        let mut x = (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
     pub(super) fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_006_400 + secs).unwrap()
     }
@@ -571,11 +580,7 @@ mod redetection {
     /// of every 3 hours (a batch job).
     fn load(s: i64, spikes_from: i64) -> f64 {
         let phase = std::f64::consts::TAU * s as f64 / DAY as f64;
-        let mut x = (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 32;
-        let noise = (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let noise = super::tests::noise(s);
         let spike = if s >= spikes_from && s.rem_euclid(3 * 3600) < 1800 { 120.0 } else { 0.0 };
         200.0 + 80.0 * phase.sin() + 4.0 * noise + spike
     }
@@ -711,11 +716,7 @@ mod sharing {
     /// A daily cycle, pseudo-random noise and a 10-minute burst every 2 hours, scaled by `scale`.
     fn load(s: i64, scale: f64) -> f64 {
         let phase = std::f64::consts::TAU * s as f64 / DAY as f64;
-        let mut x = (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 32;
-        let noise = (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let noise = super::tests::noise(s);
         let burst = if s.rem_euclid(2 * 3600) < 600 { 60.0 } else { 0.0 };
         scale * (200.0 + 80.0 * phase.sin() + 30.0 * noise + burst)
     }
