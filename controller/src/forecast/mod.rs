@@ -329,6 +329,8 @@ pub struct Skill {
     pub independent: f64,
     /// The forecast provisioned more, by more than [`SKILL_SIGMAS`] standard errors of the mean difference.
     pub worse: bool,
+    /// The forecast's own calibrated headroom on these windows: what [`Model::headroom`] returns.
+    pub calibrated: Calibrated,
 }
 
 /// [`Model::margin`] over `(actual, forecast)` peak windows: the conformal quantile of their errors, never negative.
@@ -484,7 +486,7 @@ impl Model {
         let horizon = horizon_secs.max(0.0);
         let windows = self.calibration.windows(horizon);
         let pairs = |f: fn(&Window) -> f64| windows.iter().map(|w| (w.actual, f(w))).collect::<Vec<_>>();
-        let (_, forecast) = cheapest_headroom(&pairs(|w| w.forecast), coverage)?;
+        let (headroom, forecast) = cheapest_headroom(&pairs(|w| w.forecast), coverage)?;
         let (_, naive) = cheapest_headroom(&pairs(|w| w.now), coverage)?;
         let n = windows.len();
         let (sum_forecast, sum_naive) = (forecast.iter().sum::<f64>(), naive.iter().sum::<f64>());
@@ -500,6 +502,7 @@ impl Model {
             windows: n,
             independent,
             worse: independent >= 2.0 && mean > SKILL_SIGMAS * standard_error,
+            calibrated: Calibrated { headroom, windows: n },
         })
     }
 

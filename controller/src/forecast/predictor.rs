@@ -276,6 +276,7 @@ fn fit(
     let fit = match result {
         Ok(model) => {
             let lookahead = rule.lookahead.as_secs_f64();
+            // The skill test calibrates the forecast's headroom on the same windows: used as it is.
             match model.skill(lookahead, rule.coverage) {
                 Some(skill) if skill.worse => Fit::Abstain {
                     reason: format!(
@@ -288,7 +289,7 @@ fn fit(
                     samples,
                     periods: model.periods(),
                 },
-                _ => Fit::Model { calibrated: model.headroom(lookahead, rule.coverage), model: Arc::new(model) },
+                skill => Fit::Model { calibrated: skill.map(|s| s.calibrated), model: Arc::new(model) },
             }
         }
         Err(ForecastError::Abstain { reason }) => {
