@@ -226,6 +226,9 @@ pub fn next_status(old: &ScalingPolicyStatus, o: &Outcome<'_>) -> ScalingPolicyS
 /// applied had no series.
 pub const NOT_FOUND: &str = "NotFound";
 
+/// The reason of `Ready` and `MetricsAvailable` while a metric is [`NOT_FOUND`].
+const METRIC_NOT_FOUND: &str = "MetricNotFound";
+
 /// The metrics whose every answer at this generation had no series: most likely a wrong metric name or label,
 /// or a target that does not export it (yet), not an outage, so it is said as a persistent `Ready=False`. The
 /// memory is the metric's state in status ([`NOT_FOUND`]), so it holds across evaluations and restarts: the
@@ -317,7 +320,7 @@ pub fn notices(old: &ScalingPolicyStatus, new: &ScalingPolicyStatus, o: &Outcome
     };
     if changed(conditions::METRICS_AVAILABLE, "False") {
         let condition = conditions::find(&new.conditions, conditions::METRICS_AVAILABLE);
-        let failure = match condition.filter(|c| c.reason == "MetricNotFound") {
+        let failure = match condition.filter(|c| c.reason == METRIC_NOT_FOUND) {
             Some(c) => c.message.clone(),
             None => rec.missing_metrics().map(|(m, why)| format!("{m}: {why}")).collect::<Vec<_>>().join("; "),
         };
@@ -369,7 +372,7 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus, not_found: &[&str]) -
             Observed::new(conditions::READY, false, "StandingDown", format!("{ready}; not scaling: {why}"))
         }
         (_, _, Some(message)) => {
-            Observed::new(conditions::READY, false, "MetricNotFound", format!("{message}; {ready}"))
+            Observed::new(conditions::READY, false, METRIC_NOT_FOUND, format!("{message}; {ready}"))
         }
         _ => Observed::new(conditions::READY, true, "Evaluated", ready),
     }];
@@ -404,7 +407,7 @@ fn observed(o: &Outcome<'_>, status: &ScalingPolicyStatus, not_found: &[&str]) -
         Observed::new(conditions::METRICS_AVAILABLE, false, "FallbackActive", rec.reason.clone())
     } else if let Some(message) = not_found_message {
         let others = if missing.is_empty() { String::new() } else { format!("; missing: {}", missing.join("; ")) };
-        Observed::new(conditions::METRICS_AVAILABLE, false, "MetricNotFound", format!("{message}{others}"))
+        Observed::new(conditions::METRICS_AVAILABLE, false, METRIC_NOT_FOUND, format!("{message}{others}"))
     } else if rec.missing_metrics().count() == rec.readings.len() {
         Observed::new(
             conditions::METRICS_AVAILABLE,
