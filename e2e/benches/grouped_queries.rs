@@ -104,10 +104,10 @@ fn main() -> anyhow::Result<()> {
         let mut controller = Controller::start(&binary, dir.path(), &api.kubeconfig, &prometheus.url(), grouped)?;
         // Warm-up: the initial list, the first status write of every policy, the first fits of the caches.
         let mut warm = 0;
-        let mut last = snapshot(&prometheus, &controller);
+        let mut last = snapshot(&prometheus, &controller, &api);
         sleep_to_boundary();
         loop {
-            let now = snapshot(&prometheus, &controller);
+            let now = snapshot(&prometheus, &controller, &api);
             let evaluated = now.evaluations - last.evaluations;
             last = now;
             if evaluated >= policies as f64 * 0.95 || warm >= 6 {
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         }
         println!("warm-up: {warm} intervals");
         println!(
-            "{:>3} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            "{:>3} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}",
             "#",
             "range q",
             "instant q",
@@ -128,16 +128,18 @@ fn main() -> anyhow::Result<()> {
             "ctl CPU",
             "RSS MiB",
             "p99 ms",
-            "q/ns/templ"
+            "q/ns/templ",
+            "API reads",
+            "API writes"
         );
         let mut rows = Vec::new();
-        let mut previous = last;
+        let mut previous = last.clone();
         for k in 0..intervals {
             std::thread::sleep(INTERVAL);
-            let now = snapshot(&prometheus, &controller);
+            let now = snapshot(&prometheus, &controller, &api);
             let row = Row::between(&previous, &now);
             println!(
-                "{:>3} {:>9.0} {:>9.0} {:>9.2} {:>11.0} {:>9} {:>9.2} {:>9.1} {:>9.1} {:>11.2}",
+                "{:>3} {:>9.0} {:>9.0} {:>9.2} {:>11.0} {:>9} {:>9.2} {:>9.1} {:>9.1} {:>11.2} {:>9.0} {:>10.0}",
                 k + 1,
                 row.range,
                 row.instant,
@@ -147,11 +149,21 @@ fn main() -> anyhow::Result<()> {
                 row.controller_cpu,
                 row.rss_mib,
                 row.p99_ms,
-                (row.range + row.instant) / (namespaces as f64 * 2.0)
+                (row.range + row.instant) / (namespaces as f64 * 2.0),
+                row.api_reads,
+                row.api_writes
             );
             rows.push(row);
             previous = now;
         }
+        let measured: Vec<String> = previous
+            .api_requests
+            .iter()
+            .map(|(k, n)| (k, n - last.api_requests.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(k, n)| format!("{k} {:.0}", n / intervals as f64))
+            .collect();
+        println!("API requests per interval: {}", measured.join(", "));
         let mean = |f: fn(&Row) -> f64| rows.iter().map(f).sum::<f64>() / rows.len() as f64;
         let (prom_cpu, evaluations) = (mean(|r| r.prom_cpu), mean(|r| r.evaluations));
         println!(
@@ -192,6 +204,8 @@ struct Snapshot {
     rss_kib: u64,
     /// `foresight_reconcile_duration_seconds_bucket` by upper bound.
     buckets: BTreeMap<u64, f64>,
+    /// The API server's requests by `verb resource[/subresource]`.
+    api_requests: BTreeMap<String, f64>,
 }
 
 struct Row {
@@ -203,6 +217,8 @@ struct Row {
     controller_cpu: f64,
     rss_mib: f64,
     p99_ms: f64,
+    api_reads: f64,
+    api_writes: f64,
 }
 
 impl Row {
@@ -221,8 +237,15 @@ impl Row {
             controller_cpu: b.controller_cpu - a.controller_cpu,
             rss_mib: b.rss_kib as f64 / 1024.0,
             p99_ms: quantile(0.99, &buckets) * 1000.0,
+            api_reads: api_delta(a, b, |k| !is_write(k)),
+            api_writes: api_delta(a, b, is_write),
         }
     }
+}
+
+/// The API requests between two snapshots whose `verb resource` key passes `keep`.
+fn api_delta(a: &Snapshot, b: &Snapshot, keep: fn(&str) -> bool) -> f64 {
+    b.api_requests.iter().filter(|(k, _)| keep(k)).map(|(k, n)| n - a.api_requests.get(k).copied().unwrap_or(0.0)).sum()
 }
 
 /// `histogram_quantile` over cumulative `(le, count)` buckets sorted by `le` (+Inf last): linear interpolation
@@ -247,8 +270,9 @@ fn quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
     lower.0
 }
 
-fn snapshot(prometheus: &PromServer, controller: &Controller) -> Snapshot {
+fn snapshot(prometheus: &PromServer, controller: &Controller, api: &FakeApi) -> Snapshot {
     let prom = prom_snapshot(prometheus);
+    let api_requests = api_requests(api);
     let text = get(controller.metrics, "/metrics").unwrap_or_default();
     let mut evaluations = 0.0;
     let mut buckets = BTreeMap::new();
@@ -263,7 +287,29 @@ fn snapshot(prometheus: &PromServer, controller: &Controller) -> Snapshot {
         }
     }
     let (controller_cpu, rss_kib) = controller.usage();
-    Snapshot { evaluations, buckets, log_lines: controller.log_lines(), controller_cpu, rss_kib, ..prom }
+    Snapshot { evaluations, buckets, log_lines: controller.log_lines(), controller_cpu, rss_kib, api_requests, ..prom }
+}
+
+/// The fake API server's `apiserver_request_total`, summed by verb, resource and subresource (e.g.
+/// `patch scalingpolicies/status`), as an operator would read the load from kube-apiserver.
+fn api_requests(api: &FakeApi) -> BTreeMap<String, f64> {
+    let text = get(api.addr, "/metrics").unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default()
+        };
+        let (resource, sub) = (label("resource"), label("subresource"));
+        let what = if sub.is_empty() { resource.to_string() } else { format!("{resource}/{sub}") };
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(format!("{} {what}", label("verb"))).or_default() += value;
+    }
+    out
+}
+
+/// Whether a `verb resource` key of [`api_requests`] is a write (what kube-apiserver stores in etcd).
+fn is_write(key: &str) -> bool {
+    !["get ", "list ", "watch "].iter().any(|verb| key.starts_with(verb))
 }
 
 fn prom_snapshot(prometheus: &PromServer) -> Snapshot {
@@ -427,6 +473,7 @@ fn object_sizes(kubeconfig: &Path) {
 struct FakeApi {
     child: Child,
     kubeconfig: PathBuf,
+    addr: SocketAddr,
 }
 
 impl FakeApi {
@@ -444,7 +491,13 @@ impl FakeApi {
         let mut first = String::new();
         BufReader::new(stdout).read_line(&mut first)?;
         anyhow::ensure!(first.contains("listening"), "fake-apiserver did not start: {first:?}");
-        Ok(Self { child, kubeconfig })
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no address in {first:?}"))?;
+        Ok(Self { child, kubeconfig, addr })
     }
 
     fn stop(&mut self) {

@@ -20,6 +20,7 @@ use super::openapi;
 use super::ops::{self, DeleteOpts, Sub, WriteOpts};
 use super::patch::{PatchKind, decode_body};
 use super::render::{self, Representation};
+use super::requests::RequestLabels;
 use super::resources::ApiResourceSpec;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch::{self, WatchRequest};
@@ -58,14 +59,19 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             }
         }
     };
-    lock(&inner.requests).push(RecordedRequest {
+    let recorded = RecordedRequest {
         method: method.to_string(),
         path,
         query: query_string,
         content_type,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: if inner.config.record_requests { String::from_utf8_lossy(&body).into_owned() } else { String::new() },
         status: response.status().as_u16(),
-    });
+    };
+    let labels = RequestLabels::of(&method, &recorded.path, recorded.is_watch(), recorded.status);
+    lock(&inner.request_counts).add(labels);
+    if inner.config.record_requests {
+        lock(&inner.requests).push(recorded);
+    }
     response
 }
 
@@ -130,6 +136,10 @@ fn dispatch(inner: &Arc<Inner>, ctx: &RequestCtx<'_>) -> Result<Response, ApiErr
     let is_get = *ctx.method == Method::GET;
     match segs.as_slice() {
         ["version"] if is_get => return Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["metrics"] if is_get => {
+            let text = lock(&inner.request_counts).exposition();
+            return Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response());
+        }
         ["healthz" | "readyz" | "livez"] if is_get => {
             return Ok((StatusCode::OK, "ok").into_response());
         }

@@ -41,6 +41,7 @@ pub mod ops;
 pub mod ownership;
 pub mod patch;
 pub mod render;
+pub mod requests;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -58,6 +59,7 @@ use tokio::task::JoinHandle;
 pub use errors::ApiError;
 pub use faults::{Fault, RecordedRequest};
 pub use kubeconfig::KubeconfigError;
+pub use requests::RequestCounts;
 pub use resources::{ApiResourceSpec, PrinterColumn, ScaleSpec};
 
 use faults::Faults;
@@ -76,6 +78,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct ServerConfig {
     pub bookmark_interval: Duration,
     pub default_watch_timeout: Duration,
+    /// Whether every request is kept, with its body, for [`FakeApiServer::requests`].
+    pub record_requests: bool,
 }
 
 /// State shared by the HTTP handlers.
@@ -83,6 +87,7 @@ pub(crate) struct Inner {
     pub store: Mutex<Store>,
     pub faults: Mutex<Faults>,
     pub requests: Mutex<Vec<RecordedRequest>>,
+    pub request_counts: Mutex<RequestCounts>,
     pub config: ServerConfig,
 }
 
@@ -131,6 +136,7 @@ pub struct FakeApiServerBuilder {
     bookmark_interval: Duration,
     default_watch_timeout: Duration,
     simulate_workloads: bool,
+    record_requests: bool,
 }
 
 impl Default for FakeApiServerBuilder {
@@ -141,6 +147,7 @@ impl Default for FakeApiServerBuilder {
             bookmark_interval: Duration::from_secs(2),
             default_watch_timeout: Duration::from_secs(1800),
             simulate_workloads: false,
+            record_requests: true,
         }
     }
 }
@@ -179,6 +186,14 @@ impl FakeApiServerBuilder {
         self
     }
 
+    /// Whether the server keeps every request, body included, for [`FakeApiServer::requests`] (on by default).
+    /// A long-running server with no test reading the log turns it off: the log grows with every request.
+    /// `/metrics` counts requests either way.
+    pub fn record_requests(mut self, on: bool) -> Self {
+        self.record_requests = on;
+        self
+    }
+
     /// The server.
     pub fn build(self) -> FakeApiServer {
         let mut store = Store::new(Registry::new(self.kinds));
@@ -196,9 +211,11 @@ impl FakeApiServerBuilder {
             store: Mutex::new(store),
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(Vec::new()),
+            request_counts: Mutex::new(RequestCounts::default()),
             config: ServerConfig {
                 bookmark_interval: self.bookmark_interval,
                 default_watch_timeout: self.default_watch_timeout,
+                record_requests: self.record_requests,
             },
         });
         FakeApiServer {
