@@ -410,6 +410,22 @@ impl Harness {
         }
     }
 
+    /// Runs `check` (which asserts) every 250 ms for `duration` of wall-clock time: what must hold while
+    /// evaluations go on. Evaluations that change nothing readable do not rewrite status, so the time is the
+    /// clock's, not `status.lastEvaluation.time`.
+    pub async fn holds_for<F, Fut>(&self, description: &str, duration: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            check().await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("[{:6.1}s] {}: {description}", self.elapsed(), self.scenario.name);
+    }
+
     /// Waits until the Deployment has `predicate`-satisfying replicas; returns them.
     pub async fn wait_for_replicas(
         &self,
