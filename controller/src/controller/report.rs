@@ -715,6 +715,7 @@ mod tests {
                 replicas: Some(desired),
                 reason: "cpu 90% vs target 60%".into(),
                 shadow: false,
+                floor: None,
             }],
             winner: (desired != current).then(|| PolicyId::Target("cpu".into())),
             limited_by: vec![],

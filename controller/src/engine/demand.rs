@@ -95,7 +95,7 @@ pub fn propose(
     let policy = PolicyId::Demand(rule.metric.clone());
     let name = &rule.metric;
     let abstain = |reason: String| Outcome {
-        proposal: Proposal { policy: policy.clone(), replicas: None, reason, shadow: false },
+        proposal: Proposal { policy: policy.clone(), replicas: None, reason, shadow: false, floor: None },
         panicking: false,
     };
     if let Err(missing) = reading {
@@ -157,7 +157,7 @@ pub fn propose(
         ),
     };
     Outcome {
-        proposal: Proposal { policy, replicas: Some(replicas), reason, shadow: false },
+        proposal: Proposal { policy, replicas: Some(replicas), reason, shadow: false, floor: None },
         panicking: last_panic.is_some(),
     }
 }

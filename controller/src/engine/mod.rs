@@ -3,6 +3,8 @@
 //! ```text
 //!  samples, history, now ──► readings ──► proposals (threshold, target, demand, predictive)
 //!                                              │ any up: largest │ all down: largest │ else hold
+//!                                              │ (a rule inside its tolerance band holds, but lets
+//!                                              │  another rule scale down as far as its own count)
 //!                                              ▼
 //!                       stabilization ──► cooldown ──► rate limits ──► [min, max] ──► Recommendation
 //! ```
@@ -110,13 +112,22 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         return out;
     }
 
-    // Any up: the largest proposal. All down: the largest proposal. Otherwise hold.
+    // Any up: the largest proposal. All down: the largest proposal. Otherwise hold. A rule holding inside its
+    // tolerance band (a `floor`) starts no change but votes its floor when another rule asks to scale down.
     let votes: Vec<(&PolicyId, u32, &str)> = out
         .proposals
         .iter()
         .filter(|p| !p.shadow)
         .filter_map(|p| p.replicas.map(|r| (&p.policy, r, p.reason.as_str())))
         .collect();
+    let down_votes: Vec<(&PolicyId, u32)> = out
+        .proposals
+        .iter()
+        .filter(|p| !p.shadow)
+        .filter_map(|p| p.replicas.map(|r| (&p.policy, p.floor.unwrap_or(r))))
+        .collect();
+    let starts_down =
+        out.proposals.iter().any(|p| !p.shadow && p.floor.is_none() && p.replicas.is_some_and(|r| r < current));
     // The first of equal maxima wins, so the winner follows spec order.
     let top = votes.iter().fold(None::<&(&PolicyId, u32, &str)>, |best, v| match best {
         Some(b) if b.1 >= v.1 => Some(b),
@@ -132,7 +143,7 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
             raw = replicas;
             winner = Some(id.clone());
             asked_reason = reason.to_string();
-        } else if votes.iter().all(|v| v.1 < current) {
+        } else if starts_down && down_votes.iter().all(|v| v.1 < current) {
             let vetoed = policy.metrics.iter().find_map(|m| {
                 let bound = m.veto_above?;
                 let v = out.readings.iter().find(|r| r.metric == m.name)?.value.as_ref().ok().copied()?;
@@ -148,6 +159,14 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
                     bound: format::value(m.kind, bound),
                 });
             } else {
+                // The largest down vote; the first of equal maxima, as above.
+                let (id, replicas) = down_votes
+                    .iter()
+                    .fold(None::<(&PolicyId, u32)>, |best, &v| match best {
+                        Some(b) if b.1 >= v.1 => Some(b),
+                        _ => Some(v),
+                    })
+                    .unwrap_or((id, replicas));
                 asked = Decision::ScaleDown;
                 raw = replicas;
                 winner = Some(id.clone());

@@ -16,7 +16,7 @@ use super::{
 pub fn propose(rule: &PredictiveRule, metric: &MetricSpec, forecast: Option<&Forecast>) -> Proposal {
     let policy = PolicyId::Predictive(rule.metric.clone());
     let shadow = rule.mode == PredictiveMode::Shadow;
-    let abstain = |reason: String| Proposal { policy: policy.clone(), replicas: None, reason, shadow };
+    let abstain = |reason: String| Proposal { policy: policy.clone(), replicas: None, reason, shadow, floor: None };
     match forecast {
         None => abstain("no forecast available".into()),
         Some(Forecast::Abstain { reason, .. }) => abstain(reason.clone()),
@@ -32,7 +32,7 @@ pub fn propose(rule: &PredictiveRule, metric: &MetricSpec, forecast: Option<&For
                 format::duration(rule.lookahead),
                 format::value(metric.kind, rule.capacity_per_replica),
             );
-            Proposal { policy, replicas: Some(required), reason, shadow }
+            Proposal { policy, replicas: Some(required), reason, shadow, floor: None }
         }
     }
 }

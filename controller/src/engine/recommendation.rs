@@ -141,6 +141,10 @@ pub struct Proposal {
     pub reason: String,
     /// The proposal is recorded but takes no part in the decision (a shadow-mode forecast).
     pub shadow: bool,
+    /// A hold that does not stand in the way of a scale-down: the rule is inside its tolerance band, so it
+    /// starts no change itself, but another rule may scale down to this many replicas (the rule's own count
+    /// without the band, at which its metric stays inside the band). `None`: `replicas` is what the rule needs.
+    pub floor: Option<u32>,
 }
 
 /// Why the result differs from what the policies asked for.

@@ -24,15 +24,27 @@ pub fn propose(
     let name = &rule.metric;
     let value = match reading {
         Ok(v) => *v,
-        Err(missing) => return Proposal { policy, replicas: None, reason: format!("{name} {missing}"), shadow: false },
+        Err(missing) => {
+            return Proposal {
+                policy,
+                replicas: None,
+                reason: format!("{name} {missing}"),
+                shadow: false,
+                floor: None,
+            };
+        }
     };
     let fmt = |v: f64| format::value(metric.kind, v);
+    // Inside the band the rule holds, and lets another rule's scale-down go as far as its own count.
+    let mut floor = None;
     let (replicas, reason) = match rule.kind {
         TargetKind::Value => {
             let ratio = value / rule.target;
             let ready = ready.unwrap_or(current).min(current);
             let starting = current - ready;
             if within_tolerance(ratio, rule.tolerance) {
+                // Starting pods at the target, as for a scale-down.
+                floor = Some(ceil_replicas(f64::from(ready) * ratio + f64::from(starting)).min(current));
                 (
                     current,
                     format!("{name} {} within {}% of target {}", fmt(value), pct(rule.tolerance), fmt(rule.target)),
@@ -59,6 +71,7 @@ pub fn propose(
             let desired = ceil_replicas(value / rule.target);
             let ratio = if current == 0 { f64::INFINITY } else { value / (rule.target * f64::from(current)) };
             if current > 0 && within_tolerance(ratio, rule.tolerance) {
+                floor = Some(desired.min(current));
                 (
                     current,
                     format!(
@@ -73,7 +86,7 @@ pub fn propose(
             }
         }
     };
-    Proposal { policy, replicas: Some(replicas), reason, shadow: false }
+    Proposal { policy, replicas: Some(replicas), reason, shadow: false, floor }
 }
 
 /// The HPA's tolerance band: |ratio - 1| <= tolerance means "close enough, change nothing".
@@ -126,6 +139,31 @@ mod tests {
         assert_eq!(propose(&rule, &cpu(), &Ok(91.0), 10, None).replicas, Some(10));
         assert_eq!(propose(&rule, &cpu(), &Ok(115.0), 10, None).replicas, Some(12));
         assert_eq!(propose(&rule, &cpu(), &Ok(85.0), 10, None).replicas, Some(9));
+    }
+
+    #[test]
+    fn inside_the_band_the_floor_is_the_rules_own_count() {
+        // 10 pods at 92 % of target: hold 10, but the rule's own count is ceil(9.2) = 10, so another rule may
+        // not scale below 10; at 91 % of a 100 % target on 20 pods, ceil(18.2) = 19.
+        let rule = target_rule("cpu", 100.0);
+        let p = propose(&rule, &cpu(), &Ok(92.0), 10, None);
+        assert_eq!((p.replicas, p.floor), (Some(10), Some(10)));
+        let p = propose(&rule, &cpu(), &Ok(91.0), 20, None);
+        assert_eq!((p.replicas, p.floor), (Some(20), Some(19)));
+        // Above the target inside the band, the floor is the current count (never above it).
+        assert_eq!(propose(&rule, &cpu(), &Ok(108.0), 20, None).floor, Some(20));
+        // Starting pods count at the target, as for a scale-down: 16 ready at 91 % + 4 starting = 18.56 -> 19.
+        assert_eq!(propose(&rule, &cpu(), &Ok(91.0), 20, Some(16)).floor, Some(19));
+        // Outside the band there is no floor: the proposal is the count.
+        let p = propose(&rule, &cpu(), &Ok(50.0), 20, None);
+        assert_eq!((p.replicas, p.floor), (Some(10), None));
+        // AverageValue: 1820 req/s at 100 per replica on 20 pods is inside the band, its own count 19.
+        let mut rule = target_rule("rps", 100.0);
+        rule.kind = TargetKind::AverageValue;
+        let rps =
+            MetricSpec { name: "rps".into(), kind: MetricKind::RequestRate, veto_above: None, allow_negative: false };
+        let p = propose(&rule, &rps, &Ok(1820.0), 20, None);
+        assert_eq!((p.replicas, p.floor), (Some(20), Some(19)));
     }
 
     #[test]

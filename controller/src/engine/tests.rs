@@ -534,6 +534,41 @@ fn a_demand_rule_holds_scale_down_until_a_stable_window_passes_without_panic() {
     }
 }
 
+#[test]
+fn a_target_rule_inside_its_tolerance_band_does_not_hold_up_another_rules_scale_down() {
+    // 15 ready pods at 74 % CPU against an 80 % target: a ratio of 0.925 is inside the 10 % band, so the CPU
+    // rule starts no change, but its own count is ceil(15 x 0.925) = 14. Demand has fallen to 13 replicas'
+    // worth (910 req/s at 70 each). The scale-down goes to 14, where CPU (about 79 %) is still in its band.
+    let policy = PolicyBuilder::new(1, 50)
+        .target("cpu", MetricKind::Cpu, 80.0)
+        .demand("rps", 100.0)
+        .no_cooldowns()
+        .no_stabilization()
+        .build();
+    let cpu = cpu_for(0, 180, 74.0);
+    let rps = |v: f64| ("rps", steady(at(0), at(180), 2, v));
+    let r = eval_ready(&policy, 180, 15, 15, &[cpu.clone(), rps(910.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::ScaleDown, 14), "{}", r.reason);
+    assert_eq!(r.winner, Some(PolicyId::Target("cpu".into())), "{}", r.reason);
+    // Demand down to 14 replicas' worth: the same 14 (the first of equal votes, in spec order, wins).
+    let r = eval_ready(&policy, 180, 15, 15, &[cpu.clone(), rps(980.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::ScaleDown, 14), "{}", r.reason);
+    // Demand still needs 15: the band starts nothing by itself, so hold.
+    let r = eval_ready(&policy, 180, 15, 15, &[cpu.clone(), rps(1050.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::Hold, 15), "{}", r.reason);
+    // At 78 % the CPU rule's own count is ceil(15 x 0.975) = 15: it still holds the scale-down back.
+    let r = eval_ready(&policy, 180, 15, 15, &[cpu_for(0, 180, 78.0), rps(910.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::Hold, 15), "{}", r.reason);
+}
+
+#[test]
+fn a_lone_target_rule_inside_its_tolerance_band_holds_as_the_hpa_does() {
+    let policy =
+        PolicyBuilder::new(1, 50).target("cpu", MetricKind::Cpu, 80.0).no_cooldowns().no_stabilization().build();
+    let r = eval_ready(&policy, 180, 15, 15, &[cpu_for(0, 180, 74.0)], &[]);
+    assert_eq!((r.decision, r.desired), (Decision::Hold, 15), "{}", r.reason);
+}
+
 // --- Properties ---------------------------------------------------------------------------------------------
 
 fn arb_limits() -> impl Strategy<Value = (Vec<RateLimit>, Select)> {

@@ -105,6 +105,7 @@ pub fn propose(
                 replicas: None,
                 reason: format!("{} {missing}", rule.metric),
                 shadow: false,
+                floor: None,
             };
         }
     };
@@ -116,8 +117,13 @@ pub fn propose(
     let name = &rule.metric;
     let up = rule.up.as_ref().map(|b| (b, judge(b, true)));
     let down = rule.down.as_ref().map(|b| (b, judge(b, false)));
-    let proposal =
-        |replicas: Option<u32>, reason: String| Proposal { policy: id.clone(), replicas, reason, shadow: false };
+    let proposal = |replicas: Option<u32>, reason: String| Proposal {
+        policy: id.clone(),
+        replicas,
+        reason,
+        shadow: false,
+        floor: None,
+    };
 
     if let Some((b, Sustained::Yes)) = up {
         let ready = ready.unwrap_or(current).min(current);

@@ -198,6 +198,16 @@ impl Predictor {
             Some(Calibrated { headroom: headroom @ Headroom::Scale(factor), windows }) => {
                 (headroom, format!("×{factor:.2}, the {coverage:.1}% quantile of {windows} out-of-sample peak ratios"))
             }
+            // No out-of-sample look-ahead to calibrate on: the holdout is shorter than the look-ahead, or the
+            // look-ahead is shorter than the history's step, so none fits between two samples.
+            None if self.rule.lookahead < self.rule.step => (
+                Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
+                format!(
+                    "{MARGIN_SPREADS} spreads (the look-ahead is shorter than the {} step: no holdout window to \
+                     calibrate on)",
+                    crate::engine::format::duration(self.rule.step)
+                ),
+            ),
             None => (
                 Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
                 format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
@@ -458,6 +468,24 @@ mod tests {
                 Sample::new(t(s), 100.0 + 50.0 * phase.sin())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_look_ahead_shorter_than_the_step_says_why_its_margin_is_not_calibrated() {
+        // A week of a daily cycle at 5-minute samples: a 15-minute look-ahead is calibrated on the holdout, a
+        // 75-second one cannot be (no window fits between two samples) and says so instead of blaming the holdout.
+        let history = daily(0, 7 * DAY);
+        let basis = |lookahead: u64| {
+            let mut p = Predictor::new(&PredictiveRule { lookahead: Duration::from_secs(lookahead), ..rule() });
+            match p.forecast(&history, t(7 * DAY)) {
+                Forecast::Ready { detail, .. } => detail.margin_basis,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(basis(900).contains("out-of-sample peak"), "{}", basis(900));
+        let short = basis(75);
+        assert!(short.contains("the look-ahead is shorter than the 5m step"), "{short}");
+        assert!(!short.contains("holdout shorter"), "{short}");
     }
 
     #[test]
