@@ -5,7 +5,7 @@
 //! credentials and query string removed. No Debug text ever becomes a label. A deleted policy's series are
 //! removed (see [`ReconcileObserver::forgotten`]), so policy churn does not grow the exposition forever.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
@@ -131,14 +131,20 @@ pub struct Metrics {
     shard_held: Family<ShardLabels, Gauge>,
     /// The per-metric and per-direction series each policy has created, so they can all be removed with it
     /// (a `Family` cannot be searched by a partial label set).
-    series: Mutex<HashMap<(String, String), PolicySeries>>,
+    /// By namespace, then name: found without allocating at every evaluation, and each policy's record holds
+    /// only what tells its series apart (the labels are rebuilt to remove them), about a tenth of the label sets.
+    series: Mutex<HashMap<String, HashMap<String, PolicySeries>>>,
 }
 
+/// What distinguishes a policy's per-metric and per-direction series.
 #[derive(Default)]
 struct PolicySeries {
-    metrics: HashSet<MetricLabels>,
-    thresholds: HashSet<ThresholdLabels>,
-    scales: HashSet<ScaleLabels>,
+    /// Metrics with a value series.
+    metrics: Vec<String>,
+    /// Threshold series: metric and bound.
+    thresholds: Vec<(String, &'static str)>,
+    /// Directions with a scale counter.
+    scales: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -262,7 +268,16 @@ impl Metrics {
 
     fn series(&self, namespace: &str, name: &str, record: impl FnOnce(&mut PolicySeries)) {
         let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        record(series.entry((namespace.to_string(), name.to_string())).or_default());
+        if !series.contains_key(namespace) {
+            series.insert(namespace.to_owned(), HashMap::new());
+        }
+        let Some(policies) = series.get_mut(namespace) else { return };
+        if !policies.contains_key(name) {
+            policies.insert(name.to_owned(), PolicySeries::default());
+        }
+        if let Some(policy) = policies.get_mut(name) {
+            record(policy);
+        }
     }
 
     /// The OpenMetrics text of every metric.
@@ -317,7 +332,9 @@ impl ReconcileObserver for Metrics {
                 Ok(v) => {
                     self.metric_value.get_or_create(&l).set(*v);
                     self.series(namespace, name, |s| {
-                        s.metrics.insert(l);
+                        if !s.metrics.contains(&l.metric) {
+                            s.metrics.push(l.metric);
+                        }
                     });
                 }
                 Err(_) => {
@@ -338,10 +355,17 @@ impl ReconcileObserver for Metrics {
             bounds.push((t.metric.clone(), "target", t.target));
         }
         for (metric, bound, value) in bounds {
-            let l = ThresholdLabels { namespace: namespace.into(), policy: name.into(), metric, bound: bound.into() };
+            let l = ThresholdLabels {
+                namespace: namespace.into(),
+                policy: name.into(),
+                metric: metric.clone(),
+                bound: bound.into(),
+            };
             self.threshold.get_or_create(&l).set(value);
             self.series(namespace, name, |s| {
-                s.thresholds.insert(l);
+                if !s.thresholds.iter().any(|(m, b)| *m == metric && *b == bound) {
+                    s.thresholds.push((metric, bound));
+                }
             });
         }
         match forecast {
@@ -364,7 +388,9 @@ impl ReconcileObserver for Metrics {
         let l = ScaleLabels { namespace: namespace.into(), policy: name.into(), direction: direction.into() };
         self.scale_actions.get_or_create(&l).inc();
         self.series(namespace, name, |s| {
-            s.scales.insert(l);
+            if !s.scales.contains(&direction) {
+                s.scales.push(direction);
+            }
         });
     }
 
@@ -377,15 +403,27 @@ impl ReconcileObserver for Metrics {
             family.remove(&labels);
         }
         self.periods(namespace, name, &[]);
-        let removed = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(namespace.to_string(), name.to_string()));
+        let removed = {
+            let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let removed = series.get_mut(namespace).and_then(|policies| policies.remove(name));
+            if series.get(namespace).is_some_and(HashMap::is_empty) {
+                series.remove(namespace);
+            }
+            removed
+        };
         if let Some(series) = removed {
-            series.metrics.iter().for_each(|l| _ = self.metric_value.remove(l));
-            series.thresholds.iter().for_each(|l| _ = self.threshold.remove(l));
-            series.scales.iter().for_each(|l| _ = self.scale_actions.remove(l));
+            let (ns, policy) = (namespace.to_string(), name.to_string());
+            for metric in series.metrics {
+                self.metric_value.remove(&MetricLabels { namespace: ns.clone(), policy: policy.clone(), metric });
+            }
+            for (metric, bound) in series.thresholds {
+                let l = ThresholdLabels { namespace: ns.clone(), policy: policy.clone(), metric, bound: bound.into() };
+                self.threshold.remove(&l);
+            }
+            for direction in series.scales {
+                let l = ScaleLabels { namespace: ns.clone(), policy: policy.clone(), direction: direction.into() };
+                self.scale_actions.remove(&l);
+            }
         }
     }
 
