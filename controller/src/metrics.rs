@@ -132,7 +132,7 @@ pub struct Metrics {
     /// The per-metric and per-direction series each policy has created, so they can all be removed with it
     /// (a `Family` cannot be searched by a partial label set).
     /// By namespace, then name: found without allocating at every evaluation, and each policy's record holds
-    /// only what tells its series apart (the labels are rebuilt to remove them), about a tenth of the label sets.
+    /// only what tells its series apart (the label sets are rebuilt to remove them).
     series: Mutex<HashMap<String, HashMap<String, PolicySeries>>>,
 }
 
