@@ -35,6 +35,14 @@ pub use policy::Policy;
 pub use recommendation::{Decision, Direction, LimitedBy, Missing, PolicyId, Proposal, Reading, Recommendation};
 pub use snapshot::{Forecast, ForecastDetail, RecommendationRecord, Sample, ScaleEvent, Series, Snapshot};
 
+/// The item with the largest `count`; of equal maxima the first, so that a winner follows spec order.
+fn first_largest<T>(items: impl Iterator<Item = T>, count: impl Fn(&T) -> u32) -> Option<T> {
+    items.fold(None, |best, item| match best {
+        Some(b) if count(&b) >= count(&item) => Some(b),
+        _ => Some(item),
+    })
+}
+
 /// Decides the replicas for one evaluation. See the module documentation for the order of the steps.
 pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
     let now = snap.now;
@@ -128,11 +136,7 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
         .collect();
     let starts_down =
         out.proposals.iter().any(|p| !p.shadow && p.floor.is_none() && p.replicas.is_some_and(|r| r < current));
-    // The first of equal maxima wins, so the winner follows spec order.
-    let top = votes.iter().fold(None::<&(&PolicyId, u32, &str)>, |best, v| match best {
-        Some(b) if b.1 >= v.1 => Some(b),
-        _ => Some(v),
-    });
+    let top = first_largest(votes.iter(), |v| v.1);
     let mut asked = Decision::Hold;
     let mut raw = current;
     let mut winner = None;
@@ -159,14 +163,8 @@ pub fn recommend(policy: &Policy, snap: &Snapshot<'_>) -> Recommendation {
                     bound: format::value(m.kind, bound),
                 });
             } else {
-                // The largest down vote; the first of equal maxima, as above.
-                let (id, replicas) = down_votes
-                    .iter()
-                    .fold(None::<(&PolicyId, u32)>, |best, &v| match best {
-                        Some(b) if b.1 >= v.1 => Some(b),
-                        _ => Some(v),
-                    })
-                    .unwrap_or((id, replicas));
+                // The largest down vote.
+                let (id, replicas) = first_largest(down_votes.iter().copied(), |v| v.1).unwrap_or((id, replicas));
                 asked = Decision::ScaleDown;
                 raw = replicas;
                 winner = Some(id.clone());

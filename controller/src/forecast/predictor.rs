@@ -200,18 +200,20 @@ impl Predictor {
             }
             // No out-of-sample look-ahead to calibrate on: the holdout is shorter than the look-ahead, or the
             // look-ahead is shorter than the history's step, so none fits between two samples.
-            None if self.rule.lookahead < self.rule.step => (
-                Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
-                format!(
-                    "{MARGIN_SPREADS} spreads (the look-ahead is shorter than the {} step: no holdout window to \
-                     calibrate on)",
-                    crate::engine::format::duration(self.rule.step)
-                ),
-            ),
-            None => (
-                Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
-                format!("{MARGIN_SPREADS} spreads (holdout shorter than the look-ahead)"),
-            ),
+            None => {
+                let why = if self.rule.lookahead < self.rule.step {
+                    format!(
+                        "the look-ahead is shorter than the {} step: no holdout window to calibrate on",
+                        crate::engine::format::duration(self.rule.step)
+                    )
+                } else {
+                    "holdout shorter than the look-ahead".to_string()
+                };
+                (
+                    Headroom::Add(MARGIN_SPREADS * model.spread_at(to - model.fitted_at())),
+                    format!("{MARGIN_SPREADS} spreads ({why})"),
+                )
+            }
         };
         match model.peak(from, to, step) {
             Ok(peak) => {
