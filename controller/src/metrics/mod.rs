@@ -5,9 +5,7 @@
 //! credentials and query string removed. No Debug text ever becomes a label. A deleted policy's series are
 //! removed (see [`ReconcileObserver::forgotten`]), so policy churn does not grow the exposition forever.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -20,6 +18,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+mod policies;
+
+use policies::PolicySeries;
+
 use crate::{
     controller::ReconcileObserver,
     engine::{Forecast, Policy, Recommendation},
@@ -30,45 +32,6 @@ use crate::{
 struct ResultLabels {
     result: String,
 }
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PolicyLabels {
-    namespace: String,
-    policy: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScaleLabels {
-    namespace: String,
-    policy: String,
-    direction: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MetricLabels {
-    namespace: String,
-    policy: String,
-    metric: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ThresholdLabels {
-    namespace: String,
-    policy: String,
-    metric: String,
-    bound: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeriodLabels {
-    namespace: String,
-    policy: String,
-    /// 1 for the shortest period the forecast models, 2 for the next, ...
-    rank: String,
-}
-
-/// At most this many periods per forecast: a day, a week and `forecast` short-period profiles.
-const MAX_PERIODS: usize = 5;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -100,8 +63,6 @@ struct ShardLabels {
     shard: u32,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-
 fn query_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
@@ -111,15 +72,6 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
-    scale_actions: Family<ScaleLabels, Counter>,
-    current: Family<PolicyLabels, Gauge>,
-    desired: Family<PolicyLabels, Gauge>,
-    metric_value: Family<MetricLabels, FloatGauge>,
-    threshold: Family<ThresholdLabels, FloatGauge>,
-    forecast: Family<PolicyLabels, FloatGauge>,
-    forecast_error: Family<PolicyLabels, FloatGauge>,
-    forecast_margin: Family<PolicyLabels, FloatGauge>,
-    forecast_period: Family<PeriodLabels, FloatGauge>,
     query_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     query_errors: Family<ReasonLabels, Counter>,
     circuit_state: Family<AddressLabels, Gauge>,
@@ -129,22 +81,8 @@ pub struct Metrics {
     policies_managed: Gauge,
     leader: Gauge,
     shard_held: Family<ShardLabels, Gauge>,
-    /// The per-metric and per-direction series each policy has created, so they can all be removed with it
-    /// (a `Family` cannot be searched by a partial label set).
-    /// By namespace, then name: found without allocating at every evaluation, and each policy's record holds
-    /// only what tells its series apart (the label sets are rebuilt to remove them).
-    series: Mutex<HashMap<String, HashMap<String, PolicySeries>>>,
-}
-
-/// What distinguishes a policy's per-metric and per-direction series.
-#[derive(Default)]
-struct PolicySeries {
-    /// Metrics with a value series.
-    metrics: Vec<String>,
-    /// Threshold series: metric and bound.
-    thresholds: Vec<(String, &'static str)>,
-    /// Directions with a scale counter.
-    scales: Vec<&'static str>,
+    /// Every policy's series.
+    policies: Arc<PolicySeries>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -165,15 +103,6 @@ impl Metrics {
         let m = Metrics {
             reconciles: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
-            scale_actions: Family::default(),
-            current: Family::default(),
-            desired: Family::default(),
-            metric_value: Family::default(),
-            threshold: Family::default(),
-            forecast: Family::default(),
-            forecast_error: Family::default(),
-            forecast_margin: Family::default(),
-            forecast_period: Family::default(),
             query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
             query_errors: Family::default(),
             circuit_state: Family::default(),
@@ -184,7 +113,7 @@ impl Metrics {
             leader: Gauge::default(),
             shard_held: Family::default(),
             registry: Registry::default(),
-            series: Mutex::default(),
+            policies: Arc::default(),
         };
         registry.register("reconciles", "Reconciles by result (success or the error category)", m.reconciles.clone());
         registry.register(
@@ -192,39 +121,7 @@ impl Metrics {
             "Time of one reconcile, Prometheus queries included",
             m.reconcile_duration.clone(),
         );
-        registry.register("scale_actions", "Changes of a target's replicas made by Foresight", m.scale_actions.clone());
-        registry.register("policy_current_replicas", "The target's replicas at the last evaluation", m.current.clone());
-        registry.register("policy_desired_replicas", "The replicas Foresight wants", m.desired.clone());
-        registry.register(
-            "policy_metric_value",
-            "A policy metric's latest value (absent while missing)",
-            m.metric_value.clone(),
-        );
-        registry.register(
-            "policy_metric_threshold",
-            "A policy's bounds: scale_up, scale_down (threshold) and target",
-            m.threshold.clone(),
-        );
-        registry.register(
-            "policy_forecast",
-            "The predictive policy's peak forecast within its look-ahead",
-            m.forecast.clone(),
-        );
-        registry.register(
-            "policy_forecast_error",
-            "The forecast's error on held-out history (fraction)",
-            m.forecast_error.clone(),
-        );
-        registry.register(
-            "policy_forecast_margin",
-            "The calibrated headroom included in the peak forecast (the coverage quantile of its out-of-sample errors)",
-            m.forecast_margin.clone(),
-        );
-        registry.register(
-            "policy_forecast_period_seconds",
-            "A period the forecast models (rank 1 is the shortest), seconds",
-            m.forecast_period.clone(),
-        );
+        registry.register_collector(Box::new(m.policies.clone()));
         registry.register(
             "prometheus_query_duration_seconds",
             "Prometheus query time by outcome (success or the error category)",
@@ -266,47 +163,12 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    fn series(&self, namespace: &str, name: &str, record: impl FnOnce(&mut PolicySeries)) {
-        let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !series.contains_key(namespace) {
-            series.insert(namespace.to_owned(), HashMap::new());
-        }
-        let Some(policies) = series.get_mut(namespace) else { return };
-        if !policies.contains_key(name) {
-            policies.insert(name.to_owned(), PolicySeries::default());
-        }
-        if let Some(policy) = policies.get_mut(name) {
-            record(policy);
-        }
-    }
-
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
-}
-
-impl Metrics {
-    /// Sets a policy's period series to `periods` (at most `MAX_PERIODS`), removing the ranks beyond them.
-    fn periods(&self, namespace: &str, name: &str, periods: &[f64]) {
-        for rank in 1..=MAX_PERIODS {
-            let l = PeriodLabels { namespace: namespace.into(), policy: name.into(), rank: rank.to_string() };
-            match periods.get(rank - 1) {
-                Some(&p) => {
-                    self.forecast_period.get_or_create(&l).set(p);
-                }
-                None => {
-                    self.forecast_period.remove(&l);
-                }
-            }
-        }
-    }
-}
-
-fn policy_labels(namespace: &str, name: &str) -> PolicyLabels {
-    PolicyLabels { namespace: namespace.into(), policy: name.into() }
 }
 
 impl ReconcileObserver for Metrics {
@@ -323,108 +185,15 @@ impl ReconcileObserver for Metrics {
         rec: &Recommendation,
         forecast: Option<&Forecast>,
     ) {
-        let labels = policy_labels(namespace, name);
-        self.current.get_or_create(&labels).set(rec.current.into());
-        self.desired.get_or_create(&labels).set(rec.desired.into());
-        for reading in &rec.readings {
-            let l = MetricLabels { namespace: namespace.into(), policy: name.into(), metric: reading.metric.clone() };
-            match &reading.value {
-                Ok(v) => {
-                    self.metric_value.get_or_create(&l).set(*v);
-                    self.series(namespace, name, |s| {
-                        if !s.metrics.contains(&l.metric) {
-                            s.metrics.push(l.metric);
-                        }
-                    });
-                }
-                Err(_) => {
-                    self.metric_value.remove(&l);
-                }
-            }
-        }
-        let mut bounds = Vec::new();
-        for t in &policy.thresholds {
-            if let Some(up) = &t.up {
-                bounds.push((t.metric.clone(), "scale_up", up.value));
-            }
-            if let Some(down) = &t.down {
-                bounds.push((t.metric.clone(), "scale_down", down.value));
-            }
-        }
-        for t in &policy.targets {
-            bounds.push((t.metric.clone(), "target", t.target));
-        }
-        for (metric, bound, value) in bounds {
-            let l = ThresholdLabels {
-                namespace: namespace.into(),
-                policy: name.into(),
-                metric: metric.clone(),
-                bound: bound.into(),
-            };
-            self.threshold.get_or_create(&l).set(value);
-            self.series(namespace, name, |s| {
-                if !s.thresholds.iter().any(|(m, b)| *m == metric && *b == bound) {
-                    s.thresholds.push((metric, bound));
-                }
-            });
-        }
-        match forecast {
-            Some(Forecast::Ready { peak, error, detail, .. }) => {
-                self.forecast.get_or_create(&labels).set(*peak);
-                self.forecast_error.get_or_create(&labels).set(*error);
-                self.forecast_margin.get_or_create(&labels).set(detail.margin);
-                self.periods(namespace, name, &detail.periods);
-            }
-            _ => {
-                self.forecast.remove(&labels);
-                self.forecast_error.remove(&labels);
-                self.forecast_margin.remove(&labels);
-                self.periods(namespace, name, &[]);
-            }
-        }
+        self.policies.evaluated(namespace, name, policy, rec, forecast);
     }
 
     fn scaled(&self, namespace: &str, name: &str, direction: &'static str) {
-        let l = ScaleLabels { namespace: namespace.into(), policy: name.into(), direction: direction.into() };
-        self.scale_actions.get_or_create(&l).inc();
-        self.series(namespace, name, |s| {
-            if !s.scales.contains(&direction) {
-                s.scales.push(direction);
-            }
-        });
+        self.policies.scaled(namespace, name, direction == "up");
     }
 
     fn forgotten(&self, namespace: &str, name: &str) {
-        let labels = policy_labels(namespace, name);
-        for family in [&self.current, &self.desired] {
-            family.remove(&labels);
-        }
-        for family in [&self.forecast, &self.forecast_error, &self.forecast_margin] {
-            family.remove(&labels);
-        }
-        self.periods(namespace, name, &[]);
-        let removed = {
-            let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let removed = series.get_mut(namespace).and_then(|policies| policies.remove(name));
-            if series.get(namespace).is_some_and(HashMap::is_empty) {
-                series.remove(namespace);
-            }
-            removed
-        };
-        if let Some(series) = removed {
-            let (ns, policy) = (namespace.to_string(), name.to_string());
-            for metric in series.metrics {
-                self.metric_value.remove(&MetricLabels { namespace: ns.clone(), policy: policy.clone(), metric });
-            }
-            for (metric, bound) in series.thresholds {
-                let l = ThresholdLabels { namespace: ns.clone(), policy: policy.clone(), metric, bound: bound.into() };
-                self.threshold.remove(&l);
-            }
-            for direction in series.scales {
-                let l = ScaleLabels { namespace: ns.clone(), policy: policy.clone(), direction: direction.into() };
-                self.scale_actions.remove(&l);
-            }
-        }
+        self.policies.forgotten(namespace, name);
     }
 
     fn policies_managed(&self, count: usize) {
@@ -616,5 +385,38 @@ mod tests {
         m.evaluated("shop", "web", &policy(), &rec(Err(Missing::Empty)), None);
         let text = m.encode().expect("encodes");
         assert!(!text.contains("foresight_policy_metric_value{"), "{text}");
+    }
+
+    #[test]
+    fn the_series_follow_the_policy_as_last_evaluated() {
+        let m = Metrics::new();
+        let mut both = policy();
+        both.thresholds[0].down = Some(crate::engine::policy::Bound {
+            value: 20.0,
+            for_: Duration::from_secs(300),
+            step: crate::engine::policy::Amount::Pods(1),
+        });
+        let forecast = Forecast::Ready {
+            peak: 120.0,
+            samples: 50,
+            error: 0.1,
+            detail: crate::engine::ForecastDetail { periods: vec![3600.0, 86_400.0], ..Default::default() },
+        };
+        m.evaluated("shop", "web", &both, &rec(Ok(86.0)), Some(&forecast));
+        let down =
+            r#"foresight_policy_metric_threshold{namespace="shop",policy="web",metric="cpu",bound="scale_down"} 20.0"#;
+        assert!(m.encode().expect("encodes").contains(down));
+
+        // The spec loses its scale-down bound and the forecast its model: their series go, the rest stay.
+        m.evaluated("shop", "web", &policy(), &rec(Ok(90.0)), None);
+        let text = m.encode().expect("encodes");
+        assert!(!text.contains(r#"bound="scale_down""#), "a bound no longer in the spec:\n{text}");
+        assert!(!text.contains("foresight_policy_forecast"), "a forecast no longer made:\n{text}");
+        for line in [
+            r#"foresight_policy_metric_threshold{namespace="shop",policy="web",metric="cpu",bound="scale_up"} 70.0"#,
+            r#"foresight_policy_metric_value{namespace="shop",policy="web",metric="cpu"} 90.0"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 }
