@@ -27,7 +27,7 @@ use std::{
 };
 
 use futures::{FutureExt, Stream, StreamExt};
-use kube::runtime::reflector::{Lookup, ObjectRef, Store};
+use kube::runtime::reflector::{Lookup, ObjectRef, ObjectRefExtra, Store};
 use tokio::{sync::mpsc, time::Instant};
 
 /// When a policy's evaluation whose task died (a panic) is retried.
@@ -124,6 +124,16 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
     }
 }
 
+/// A scheduled object: its name and namespace, shared by its entries in the schedule (one allocation per policy
+/// rather than four strings per entry).
+type Key<K> = Arc<ObjectRef<K>>;
+
+/// The key of `object`, without the resourceVersion and uid it was read with (which identity ignores).
+fn bare<K: Lookup>(mut object: ObjectRef<K>) -> Key<K> {
+    object.extra = ObjectRefExtra::default();
+    Arc::new(object)
+}
+
 /// Reports a task's end, also when it panicked (then retried after [`AFTER_PANIC`]).
 struct Report<K> {
     key: Option<K>,
@@ -154,8 +164,8 @@ pub async fn drive<K, Fut>(
     K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
     Fut: Future<Output = Option<Duration>> + Send + 'static,
 {
-    let (done, mut finished) = mpsc::unbounded_channel::<(ObjectRef<K>, Option<Duration>)>();
-    let mut schedule: Schedule<ObjectRef<K>> = Schedule::default();
+    let (done, mut finished) = mpsc::unbounded_channel::<(Key<K>, Option<Duration>)>();
+    let mut schedule: Schedule<Key<K>> = Schedule::default();
     let mut changes = pin!(changes.fuse());
     let mut everything = pin!(everything.fuse());
     let mut shutdown = pin!(shutdown.fuse());
@@ -173,13 +183,13 @@ pub async fn drive<K, Fut>(
             }
             () = &mut shutdown, if !stopping => stopping = true,
             change = changes.next(), if !stopping => match change {
-                Some(key) => schedule.trigger(key, Instant::now()),
+                Some(key) => schedule.trigger(bare(key), Instant::now()),
                 None => stopping = true,
             },
             Some(()) = everything.next(), if !stopping => {
                 let now = Instant::now();
                 for object in store.state() {
-                    schedule.trigger(ObjectRef::from_obj(&object), now);
+                    schedule.trigger(bare(ObjectRef::from_obj(&object)), now);
                 }
             }
             Ok(()) = store.wait_until_ready(), if !ready => ready = true,
