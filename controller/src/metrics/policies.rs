@@ -209,22 +209,21 @@ impl Collector for PolicySeries {
                 Ok(())
             },
         )?;
-        self.family(
-            &mut encoder,
-            "policy_current_replicas",
-            "The target's replicas at the last evaluation",
-            MetricType::Gauge,
-            |r| r.replicas.is_some(),
-            |f, labels, r| r.replicas.map_or(Ok(()), |(current, _)| gauge(f, labels, current)),
-        )?;
-        self.family(
-            &mut encoder,
-            "policy_desired_replicas",
-            "The replicas Foresight wants",
-            MetricType::Gauge,
-            |r| r.replicas.is_some(),
-            |f, labels, r| r.replicas.map_or(Ok(()), |(_, desired)| gauge(f, labels, desired)),
-        )?;
+        type Replicas = fn((u32, u32)) -> u32;
+        let replicas: [(&str, &str, Replicas); 2] = [
+            ("policy_current_replicas", "The target's replicas at the last evaluation", |(current, _)| current),
+            ("policy_desired_replicas", "The replicas Foresight wants", |(_, desired)| desired),
+        ];
+        for (name, help, pick) in replicas {
+            self.family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Gauge,
+                |r| r.replicas.is_some(),
+                |f, labels, r| r.replicas.map_or(Ok(()), |both| gauge(f, labels, pick(both))),
+            )?;
+        }
         self.family(
             &mut encoder,
             "policy_metric_value",
